@@ -1,0 +1,2 @@
+//! realtime-service: a Centrifugo v6 proxy backend.
+pub mod meta;
