@@ -31,7 +31,9 @@ pub struct ConnectionMeta {
 }
 
 /// Subscription tier, spelled as in meta (`free|pro|family|unspecified`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SubscriptionTier {
     #[default]
@@ -76,4 +78,17 @@ impl ParentalState {
             feature_lock_flowcoach: true,
         }
     }
+}
+
+impl ConnectionMeta {
+    /// Field names as they appear in meta JSON; `CONNECT_INFO_FIELDS` may name any of them.
+    pub const FIELDS: &'static [&'static str] = &[
+        "user",
+        "family_id",
+        "subscription_tier",
+        "is_admin",
+        "parental_state",
+        "degraded",
+        "fallback_path",
+    ];
 }

@@ -1,0 +1,142 @@
+//! The tonic client for `realtime.v1.ConnectProxyService/Validate`.
+//!
+//! Validate consumes the ticket, so it is never retried: tonic has no retry policy and none
+//! is added. The deadline travels as `grpc-timeout` (so identity-service can give up when we
+//! do) and is also enforced locally. The channel connects lazily, so the service starts and
+//! serves while identity-service is down.
+
+use std::time::{Duration, Instant};
+
+use opentelemetry::propagation::Injector;
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+use super::outcome::{code_label, Validation};
+use super::proto::connect_proxy_service_client::ConnectProxyServiceClient;
+use super::proto::ValidateRequest;
+use super::TicketCall;
+use crate::metrics::Metrics;
+use crate::settings::{ConfigError, Negotiation, Settings};
+
+/// Who made a call; a metric label, so probes do not blur request latency.
+#[derive(Debug, Clone, Copy)]
+pub enum CallSource {
+    Request,
+    Probe,
+}
+
+impl CallSource {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Request => "request",
+            Self::Probe => "probe",
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct IdentityClient {
+    client: ConnectProxyServiceClient<Channel>,
+    deadline: Duration,
+    metrics: Metrics,
+}
+
+impl IdentityClient {
+    /// Builds the lazily connecting client. Fails only on configuration errors.
+    pub fn new(settings: &Settings, metrics: Metrics) -> Result<Self, ConfigError> {
+        let deadline = settings.validate_deadline();
+        let mut endpoint = Endpoint::from(settings.identity_uri()?)
+            // A dial that cannot finish within the deadline is as good as failed.
+            .connect_timeout(deadline)
+            .tcp_nodelay(true)
+            // Notice a silently dead connection between calls instead of on the next ticket.
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(10));
+        if settings.identity_validate_negotiation_type == Negotiation::Tls {
+            endpoint = endpoint
+                .tls_config(ClientTlsConfig::new().with_webpki_roots())
+                .map_err(|e| ConfigError::Invalid {
+                    var: "IDENTITY_VALIDATE_NEGOTIATION_TYPE".into(),
+                    message: format!("cannot set up TLS: {e}"),
+                })?;
+        }
+        Ok(Self {
+            client: ConnectProxyServiceClient::new(endpoint.connect_lazy()),
+            deadline,
+            metrics,
+        })
+    }
+
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    /// One Validate call, classified. Never retried.
+    pub async fn validate(&self, call: TicketCall<'_>, source: CallSource) -> Validation {
+        let span = tracing::info_span!(
+            "identity.validate",
+            otel.kind = "client",
+            rpc.system = "grpc",
+            rpc.service = "realtime.v1.ConnectProxyService",
+            rpc.method = "Validate",
+            rpc.grpc.status_code = tracing::field::Empty,
+            source = source.as_str(),
+        );
+        async {
+            let mut request = tonic::Request::new(ValidateRequest {
+                ticket: call.ticket.to_owned(),
+                client_id: call.client_id.to_owned(),
+                transport: call.transport.to_owned(),
+            });
+            request.set_timeout(self.deadline);
+            inject_trace_context(request.metadata_mut());
+
+            let started = Instant::now();
+            let mut client = self.client.clone();
+            let result = match tokio::time::timeout(self.deadline, client.validate(request)).await {
+                Ok(result) => result.map(tonic::Response::into_inner),
+                Err(_elapsed) => Err(tonic::Status::deadline_exceeded(
+                    "identity-service did not answer within the deadline",
+                )),
+            };
+            let code = code_label(&result);
+            self.metrics
+                .identity_duration
+                .with_label_values(&[code, source.as_str()])
+                .observe(started.elapsed().as_secs_f64());
+            tracing::Span::current().record("rpc.grpc.status_code", code);
+
+            let validation = Validation::from_response(result);
+            if let Validation::Unreachable(why) = &validation {
+                // Transport details are safe to log; the ticket never is.
+                tracing::debug!(reason = ?why, "identity-service unreachable");
+            }
+            validation
+        }
+        .instrument(span)
+        .await
+    }
+}
+
+/// Writes the current span's W3C trace context into gRPC metadata.
+fn inject_trace_context(metadata: &mut MetadataMap) {
+    let context = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.inject_context(&context, &mut MetadataInjector(metadata));
+    });
+}
+
+struct MetadataInjector<'a>(&'a mut MetadataMap);
+
+impl Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(key), Ok(value)) = (
+            MetadataKey::from_bytes(key.as_bytes()),
+            MetadataValue::try_from(value.as_str()),
+        ) {
+            self.0.insert(key, value);
+        }
+    }
+}

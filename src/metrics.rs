@@ -1,0 +1,252 @@
+//! The service's Prometheus metrics: one documented struct, one registry, bounded labels.
+//!
+//! Labels only ever take values from fixed enums in this crate (proxy types, outcomes, gRPC
+//! codes, rejection reasons): never user ids, tickets, channels or raw paths. Every label
+//! value that can occur is initialised at startup, so that dashboards and alerts see a 0
+//! series from the first scrape instead of an absent one.
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
+
+/// Buckets for local request handling and identity calls, in seconds. Proxy decisions take
+/// microseconds and identity calls milliseconds, with the deadline (2.5 s by default) and
+/// Centrifugo's timeout (1-3 s) as the interesting upper edges.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0,
+    2.5, 3.0, 5.0,
+];
+
+/// Proxy types served under `/centrifugo/<type>`.
+pub const PROXY_TYPES: &[&str] = &[
+    "connect",
+    "refresh",
+    "subscribe",
+    "publish",
+    "sub_refresh",
+    "rpc",
+];
+
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Proxy calls answered, by proxy type and the HTTP status the service decided on (before
+    /// `PROXY_HTTP_STATUS_MODE=always_200` rewrites it).
+    pub proxy_requests: IntCounterVec,
+    /// Time to answer a proxy call, by proxy type.
+    pub proxy_duration: HistogramVec,
+    /// Connect decisions by outcome.
+    pub connect_outcomes: IntCounterVec,
+    /// Decisions of the non-connect proxies, by proxy type and outcome.
+    pub proxy_decisions: IntCounterVec,
+    /// identity-service Validate calls, by gRPC code (`transport` when no answer arrived) and
+    /// by who called (`request` or the background `probe`).
+    pub identity_duration: HistogramVec,
+    /// 1 while identity-service has been unreachable for longer than the degraded window.
+    pub identity_outage: IntGauge,
+    /// Failed Validate calls in the current unbroken streak.
+    pub identity_failures: IntGauge,
+    /// Fallback tickets left in this replica's pool.
+    pub pool_size: IntGauge,
+    /// `FALLBACK_LOW_WATERMARK`, exported so alerts can compare without hard-coding it.
+    pub pool_low_watermark: IntGauge,
+    /// 1 for the pool's load status (disabled, loaded, missing, unreadable, empty).
+    pub pool_status: IntGaugeVec,
+    /// Calls refused by request authentication, by reason (missing, malformed, mismatch).
+    pub auth_rejections: IntCounterVec,
+    /// Constant 1, labelled with the running version.
+    pub build_info: GaugeVec,
+    /// Seconds since the current identity failure streak began; 0 without one.
+    pub outage_age: Gauge,
+}
+
+pub const CONNECT_OUTCOMES: &[&str] = &[
+    "accepted",
+    "accepted_degraded",
+    "disconnected",
+    "invalid_ticket",
+    "identity_error",
+    "unavailable",
+    "fallback_pool_consumed",
+    "fallback_pool_miss",
+    "bad_request",
+    "internal_error",
+];
+
+pub const AUTH_REJECTION_REASONS: &[&str] = &["missing", "malformed", "mismatch"];
+
+pub const POOL_STATUSES: &[&str] = &["disabled", "loaded", "missing", "unreadable", "empty"];
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let m = Self {
+            proxy_requests: IntCounterVec::new(
+                Opts::new(
+                    "realtime_proxy_requests_total",
+                    "Proxy calls answered, by proxy type and decided HTTP status.",
+                ),
+                &["proxy", "status"],
+            )
+            .expect("static metric definition"),
+            proxy_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "realtime_proxy_request_duration_seconds",
+                    "Time to answer a Centrifugo proxy call, by proxy type.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["proxy"],
+            )
+            .expect("static metric definition"),
+            connect_outcomes: IntCounterVec::new(
+                Opts::new(
+                    "realtime_centrifugo_connect_total",
+                    "Connect proxy decisions, by outcome.",
+                ),
+                &["outcome"],
+            )
+            .expect("static metric definition"),
+            proxy_decisions: IntCounterVec::new(
+                Opts::new(
+                    "realtime_proxy_decisions_total",
+                    "Decisions of the refresh, subscribe, publish, sub_refresh and rpc proxies, by outcome.",
+                ),
+                &["proxy", "outcome"],
+            )
+            .expect("static metric definition"),
+            identity_duration: HistogramVec::new(
+                HistogramOpts::new(
+                    "realtime_identity_validate_duration_seconds",
+                    "identity-service Validate call duration, by gRPC code and caller.",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["code", "source"],
+            )
+            .expect("static metric definition"),
+            identity_outage: IntGauge::new(
+                "realtime_identity_outage",
+                "1 while identity-service has been unreachable longer than the degraded window.",
+            )
+            .expect("static metric definition"),
+            identity_failures: IntGauge::new(
+                "realtime_identity_consecutive_failures",
+                "Failed identity-service calls in the current unbroken failure streak.",
+            )
+            .expect("static metric definition"),
+            outage_age: Gauge::new(
+                "realtime_identity_outage_age_seconds",
+                "Seconds since the current identity-service failure streak began; 0 without one.",
+            )
+            .expect("static metric definition"),
+            pool_size: IntGauge::new(
+                "realtime_fallback_pool_size",
+                "Fallback tickets left in this replica's pool.",
+            )
+            .expect("static metric definition"),
+            pool_low_watermark: IntGauge::new(
+                "realtime_fallback_pool_low_watermark",
+                "Configured FALLBACK_LOW_WATERMARK (0 = no warning).",
+            )
+            .expect("static metric definition"),
+            pool_status: IntGaugeVec::new(
+                Opts::new(
+                    "realtime_fallback_pool_status",
+                    "1 for the fallback pool's load status.",
+                ),
+                &["status"],
+            )
+            .expect("static metric definition"),
+            auth_rejections: IntCounterVec::new(
+                Opts::new(
+                    "realtime_proxy_signature_rejections_total",
+                    "Proxy calls refused by request authentication, by reason.",
+                ),
+                &["reason"],
+            )
+            .expect("static metric definition"),
+            build_info: GaugeVec::new(
+                Opts::new("realtime_build_info", "Constant 1, labelled with the version."),
+                &["version"],
+            )
+            .expect("static metric definition"),
+            registry,
+        };
+        m.register_all();
+        m.initialise_label_sets();
+        m
+    }
+
+    fn register_all(&self) {
+        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
+            Box::new(self.proxy_requests.clone()),
+            Box::new(self.proxy_duration.clone()),
+            Box::new(self.connect_outcomes.clone()),
+            Box::new(self.proxy_decisions.clone()),
+            Box::new(self.identity_duration.clone()),
+            Box::new(self.identity_outage.clone()),
+            Box::new(self.identity_failures.clone()),
+            Box::new(self.outage_age.clone()),
+            Box::new(self.pool_size.clone()),
+            Box::new(self.pool_low_watermark.clone()),
+            Box::new(self.pool_status.clone()),
+            Box::new(self.auth_rejections.clone()),
+            Box::new(self.build_info.clone()),
+        ];
+        for c in collectors {
+            self.registry
+                .register(c)
+                .expect("each metric is registered once");
+        }
+    }
+
+    fn initialise_label_sets(&self) {
+        for proxy in PROXY_TYPES {
+            self.proxy_duration.with_label_values(&[*proxy]);
+            self.proxy_requests.with_label_values(&[*proxy, "200"]);
+        }
+        for status in ["400", "401", "413", "500", "503"] {
+            self.proxy_requests.with_label_values(&["connect", status]);
+        }
+        for outcome in CONNECT_OUTCOMES {
+            self.connect_outcomes.with_label_values(&[*outcome]);
+        }
+        for reason in AUTH_REJECTION_REASONS {
+            self.auth_rejections.with_label_values(&[*reason]);
+        }
+        for source in ["request", "probe"] {
+            for code in ["ok", "unavailable", "deadline_exceeded", "transport"] {
+                self.identity_duration.with_label_values(&[code, source]);
+            }
+        }
+        for status in POOL_STATUSES {
+            self.pool_status.with_label_values(&[*status]);
+        }
+        self.build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1.0);
+    }
+
+    /// Sets the pool status gauge to 1 for `status` and 0 for the others.
+    pub fn set_pool_status(&self, status: &str) {
+        for s in POOL_STATUSES {
+            self.pool_status
+                .with_label_values(&[*s])
+                .set(i64::from(*s == status));
+        }
+    }
+
+    /// Prometheus text exposition of everything registered.
+    pub fn encode(&self) -> String {
+        let mut buf = Vec::new();
+        // Encoding into a Vec cannot fail for the text format.
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

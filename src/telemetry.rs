@@ -1,0 +1,105 @@
+//! Logging and tracing, set up once at startup.
+//!
+//! One `tracing` subscriber built from layers: an `EnvFilter` from `LOG_LEVEL`, a text or
+//! JSON formatter (`LOG_FORMAT`), and an OpenTelemetry layer that exports spans over OTLP/HTTP
+//! when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (and `OTEL_SDK_DISABLED` is not `true`; the Rust
+//! SDK does not read that variable itself). The W3C trace-context propagator is installed
+//! explicitly: the SDK's default global propagator does nothing, and `traceparent` would
+//! silently vanish between Centrifugo's caller and identity-service.
+//!
+//! Logging rules: a readable message plus fields; log once, at the boundary; never tickets,
+//! secrets, signatures or request bodies.
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
+use opentelemetry_sdk::Resource;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::settings::{LogFormat, Settings};
+
+/// Flushes and shuts the tracer down when the service exits.
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl TelemetryGuard {
+    /// Exports what is buffered; called last on shutdown.
+    pub fn shutdown(self) {
+        if let Some(provider) = self.provider {
+            if let Err(e) = provider.shutdown() {
+                eprintln!("realtime-service: flushing traces failed: {e}");
+            }
+        }
+    }
+}
+
+/// Installs the global subscriber and propagator. Call once, from `main`.
+pub fn init(settings: &Settings) -> Result<TelemetryGuard, TelemetryError> {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+
+    let filter = EnvFilter::try_new(&settings.log_level)
+        .map_err(|e| TelemetryError::LogLevel(e.to_string()))?;
+    let fmt = match settings.log_format {
+        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .flatten_event(true)
+            .boxed(),
+    };
+
+    let provider = tracer_provider(settings)?;
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer().with_tracer(p.tracer(settings.otel_service_name.clone()))
+    });
+
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .try_init()
+        .map_err(|e| TelemetryError::Install(e.to_string()))?;
+    Ok(TelemetryGuard { provider })
+}
+
+fn tracer_provider(settings: &Settings) -> Result<Option<SdkTracerProvider>, TelemetryError> {
+    let endpoint = match &settings.otel_exporter_otlp_endpoint {
+        Some(endpoint) if !settings.otel_sdk_disabled && !endpoint.trim().is_empty() => endpoint,
+        _ => return Ok(None),
+    };
+    // The variable is the collector's base URL (as the OTel spec defines it); the HTTP
+    // exporter wants the signal's own path.
+    let url = format!("{}/v1/traces", endpoint.trim().trim_end_matches('/'));
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_endpoint(url)
+        .with_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        // Follow the caller's sampling decision; sample new root traces at the configured ratio.
+        .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+            settings.otel_traces_sampler_arg,
+        ))))
+        .with_resource(
+            Resource::builder()
+                .with_service_name(settings.otel_service_name.clone())
+                .build(),
+        )
+        .build();
+    Ok(Some(provider))
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("LOG_LEVEL: {0}")]
+    LogLevel(String),
+    #[error("OTEL_EXPORTER_OTLP_ENDPOINT: cannot build the OTLP exporter: {0}")]
+    Exporter(String),
+    #[error("cannot install the log subscriber: {0}")]
+    Install(String),
+}
