@@ -1,2 +1,3 @@
 //! realtime-service: a Centrifugo v6 proxy backend.
 pub mod meta;
+pub mod policy;
