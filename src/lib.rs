@@ -11,6 +11,7 @@
 //!   and background probe.
 //! - `fallback`: the single-use static ticket pool.
 //! - `meta`: the identity context carried in connection meta.
+//! - `policy`: the channel policy (subscribe/publish rules per namespace), pure evaluation.
 //! - `settings`, `telemetry`, `metrics`, `startup`, `state`, `clock`: set up once at startup.
 //! - `fake_identity`, `demo`: the scriptable identity-service used by `demo`, the benchmark
 //!   and the tests.
@@ -26,6 +27,7 @@ pub mod http;
 pub mod identity;
 pub mod meta;
 pub mod metrics;
+pub mod policy;
 pub mod settings;
 pub mod startup;
 pub mod state;
