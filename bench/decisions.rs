@@ -1,0 +1,2 @@
+//! Placeholder, replaced by the decision benchmark.
+fn main() {}
