@@ -79,8 +79,12 @@ pub enum Next {
 pub struct ConnectConfig {
     /// Meta fields also copied into public `info` (`CONNECT_INFO_FIELDS`).
     pub info_fields: Vec<String>,
-    /// Lifetime of a pool connection (`FALLBACK_CONNECT_TTL_S`).
+    /// Lifetime of a pool connection (`FALLBACK_CONNECT_TTL_S`), and the longest a degraded
+    /// connection lives before the refresh proxy re-checks it.
     pub fallback_ttl: Duration,
+    /// `CONNECTION_REFRESH_TTL_S`: `expire_at` when identity-service sets none, so the refresh
+    /// proxy is called periodically for every connection.
+    pub refresh_ttl: Duration,
 }
 
 /// Why no ticket could be read from the request.
@@ -128,13 +132,13 @@ pub fn ticket_problem(problem: TicketProblem) -> Decision {
 }
 
 /// The decision table for a Validate attempt. `degraded`: the outage is past the window.
-pub fn decide(attempt: &Attempt, degraded: bool, config: &ConnectConfig) -> Next {
+pub fn decide(attempt: &Attempt, degraded: bool, config: &ConnectConfig, now_unix: i64) -> Next {
     let validation = match attempt {
         Attempt::Skipped => return unreachable(degraded),
         Attempt::Called(validation) => validation,
     };
     Next::Done(match validation {
-        Validation::Success(identity) => accepted(identity, config),
+        Validation::Success(identity) => accepted(identity, config, now_unix),
         Validation::Disconnect { code, reason } => Decision {
             outcome: Outcome::Disconnected,
             status: 401,
@@ -185,8 +189,22 @@ pub fn from_pool(
     }
 }
 
-fn accepted(identity: &Identity, config: &ConnectConfig) -> Decision {
+fn accepted(identity: &Identity, config: &ConnectConfig, now_unix: i64) -> Decision {
     let meta = identity.meta();
+    // identity-service's expiry wins when set; otherwise the refresh TTL, so that Centrifugo
+    // calls the refresh proxy. A degraded connection is never given longer than the fallback
+    // TTL: refresh is where it gets expired once identity-service is back.
+    let ttl = if identity.degraded {
+        config.fallback_ttl
+    } else {
+        config.refresh_ttl
+    };
+    let cap = now_unix.saturating_add(i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX));
+    let expire_at = match identity.expire_at {
+        at if at > 0 && identity.degraded => at.min(cap),
+        at if at > 0 => at,
+        _ => cap,
+    };
     Decision {
         outcome: if identity.degraded {
             Outcome::AcceptedDegraded
@@ -196,7 +214,7 @@ fn accepted(identity: &Identity, config: &ConnectConfig) -> Decision {
         status: 200,
         reply: Reply::Result(ConnectResult {
             user: identity.user_id.clone(),
-            expire_at: (identity.expire_at > 0).then_some(identity.expire_at),
+            expire_at: Some(expire_at),
             info: info_for(&meta, config),
             meta,
         }),
@@ -271,10 +289,13 @@ mod tests {
     use super::*;
     use crate::identity::outcome::Unreachable;
 
+    const NOW: i64 = 1_600_000_000;
+
     fn config() -> ConnectConfig {
         ConnectConfig {
             info_fields: vec![],
             fallback_ttl: Duration::from_secs(300),
+            refresh_ttl: Duration::from_secs(3600),
         }
     }
 
@@ -354,6 +375,7 @@ mod tests {
             &Attempt::Called(Validation::Success(identity(false))),
             false,
             &config(),
+            NOW,
         ));
         assert_eq!((d.outcome, d.status), (Outcome::Accepted, 200));
         let body = json(&d);
@@ -366,6 +388,39 @@ mod tests {
     }
 
     #[test]
+    fn expire_at_defaults_to_the_refresh_ttl_and_caps_degraded_connections() {
+        let mut id = identity(false);
+        id.expire_at = 0;
+        let d = done(decide(
+            &Attempt::Called(Validation::Success(id.clone())),
+            false,
+            &config(),
+            NOW,
+        ));
+        assert_eq!(json(&d)["result"]["expire_at"], NOW + 3600);
+        id.degraded = true;
+        let d = done(decide(
+            &Attempt::Called(Validation::Success(id.clone())),
+            false,
+            &config(),
+            NOW,
+        ));
+        assert_eq!(json(&d)["result"]["expire_at"], NOW + 300);
+        id.expire_at = NOW + 10_000;
+        let d = done(decide(
+            &Attempt::Called(Validation::Success(id)),
+            false,
+            &config(),
+            NOW,
+        ));
+        assert_eq!(
+            json(&d)["result"]["expire_at"],
+            NOW + 300,
+            "degraded capped at the fallback TTL"
+        );
+    }
+
+    #[test]
     fn configured_info_fields_are_copied() {
         let cfg = ConnectConfig {
             info_fields: vec!["subscription_tier".into()],
@@ -375,6 +430,7 @@ mod tests {
             &Attempt::Called(Validation::Success(identity(false))),
             false,
             &cfg,
+            NOW,
         ));
         assert_eq!(
             json(&d)["result"]["info"],
@@ -388,6 +444,7 @@ mod tests {
             &Attempt::Called(Validation::Success(identity(true))),
             false,
             &config(),
+            NOW,
         ));
         assert_eq!((d.outcome, d.status), (Outcome::AcceptedDegraded, 200));
         let body = json(&d);
@@ -448,6 +505,7 @@ mod tests {
                     &Attempt::Called(validation.clone()),
                     degraded,
                     &config(),
+                    NOW,
                 ));
                 assert_eq!((d.outcome, d.status), (outcome, status));
                 assert_eq!(serde_json::to_string(&d.reply).expect("json"), body);
@@ -463,9 +521,9 @@ mod tests {
             Attempt::Called(Validation::Unreachable(Unreachable::Transport)),
             Attempt::Skipped,
         ] {
-            let d = done(decide(&attempt, false, &config()));
+            let d = done(decide(&attempt, false, &config(), NOW));
             assert_eq!((d.outcome, d.status), (Outcome::Unavailable, 503));
-            assert_eq!(decide(&attempt, true, &config()), Next::ConsultPool);
+            assert_eq!(decide(&attempt, true, &config(), NOW), Next::ConsultPool);
         }
     }
 

@@ -4,9 +4,12 @@
 //! The request path reads top to bottom:
 //! - `http`: the edge. Routing, request authentication (`http::auth`, `http::extract`),
 //!   body limit, status mode, metrics and spans (`http::edge`), edge errors (`http::error`),
-//!   and thin handlers (`http::connect`, `http::ops`).
+//!   and thin handlers (`http::connect`, `http::proxies`, `http::ops`).
 //! - `centrifugo`: the proxy wire format and codes.
 //! - `connect`: the connect decision table, pure functions.
+//! - `authorize`: decisions for refresh, subscribe, sub_refresh, publish and rpc, pure
+//!   functions over the identity context (from meta) and the channel `policy`.
+//! - `ratelimit`: the per-user publish token bucket. `rpc`: routing rpc methods to HTTP backends.
 //! - `identity`: the identity-service gRPC client, answer classification, outage detector
 //!   and background probe.
 //! - `fallback`: the single-use static ticket pool.
@@ -17,6 +20,7 @@
 //!   and the tests.
 #![forbid(unsafe_code)]
 
+pub mod authorize;
 pub mod centrifugo;
 pub mod clock;
 pub mod connect;
@@ -28,6 +32,8 @@ pub mod identity;
 pub mod meta;
 pub mod metrics;
 pub mod policy;
+pub mod ratelimit;
+pub mod rpc;
 pub mod settings;
 pub mod startup;
 pub mod state;

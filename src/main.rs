@@ -88,7 +88,8 @@ async fn serve() -> ExitCode {
             tracing::error!(error = %e, "startup failed");
             eprintln!("realtime-service: {e}");
             ExitCode::from(match e {
-                realtime_service::startup::StartupError::Config(_) => EXIT_CONFIG,
+                realtime_service::startup::StartupError::Config(_)
+                | realtime_service::startup::StartupError::Policy(_) => EXIT_CONFIG,
                 _ => EXIT_RUNTIME,
             })
         }

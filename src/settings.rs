@@ -177,6 +177,27 @@ pub struct Settings {
     #[serde(default = "defaults::fallback_ttl_s")]
     pub fallback_connect_ttl_s: u64,
 
+    /// `CHANNEL_POLICY_PATH`: a TOML or JSON channel policy; unset uses the built-in default
+    /// (`config/channel-policy.toml`).
+    #[serde(default)]
+    pub channel_policy_path: Option<String>,
+    /// `CONNECTION_REFRESH_TTL_S`, default 3600 s: how far refresh extends a normal connection
+    /// (and the connect `expire_at` when identity-service sets none).
+    #[serde(default = "defaults::refresh_ttl_s")]
+    pub connection_refresh_ttl_s: u64,
+    /// `PUBLISH_RATE_PER_SECOND`, default 20: sustained client publishes per user.
+    #[serde(default = "defaults::publish_rate")]
+    pub publish_rate_per_second: f64,
+    /// `PUBLISH_BURST`, default 40: publishes a user may make at once.
+    #[serde(default = "defaults::publish_burst")]
+    pub publish_burst: u32,
+    /// `RPC_ROUTES`: `prefix=http://host:port/path` pairs, comma separated.
+    #[serde(default)]
+    pub rpc_routes: String,
+    /// `RPC_DEADLINE_MS`, default 800 ms: the whole backend call for one rpc.
+    #[serde(default = "defaults::rpc_deadline_ms")]
+    pub rpc_deadline_ms: u64,
+
     /// `SHUTDOWN_DRAIN_DELAY_MS`, default 5000 ms: time between SIGTERM (readiness 503) and
     /// closing the listener, so endpoints can be updated first.
     #[serde(default = "defaults::drain_ms")]
@@ -240,6 +261,18 @@ mod defaults {
     pub fn fallback_ttl_s() -> u64 {
         300
     }
+    pub fn refresh_ttl_s() -> u64 {
+        3600
+    }
+    pub fn publish_rate() -> f64 {
+        20.0
+    }
+    pub fn publish_burst() -> u32 {
+        40
+    }
+    pub fn rpc_deadline_ms() -> u64 {
+        800
+    }
     pub fn drain_ms() -> u64 {
         5000
     }
@@ -258,7 +291,7 @@ pub enum ConfigError {
     Invalid { var: String, message: String },
 }
 
-fn invalid(var: &str, message: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(var: &str, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         var: var.to_owned(),
         message: message.into(),
@@ -351,6 +384,25 @@ impl Settings {
                 ));
             }
         }
+        if self.connection_refresh_ttl_s == 0 {
+            return Err(invalid(
+                "CONNECTION_REFRESH_TTL_S",
+                "must be greater than 0",
+            ));
+        }
+        if !(self.publish_rate_per_second.is_finite() && self.publish_rate_per_second > 0.0) {
+            return Err(invalid(
+                "PUBLISH_RATE_PER_SECOND",
+                "must be a number greater than 0",
+            ));
+        }
+        if self.publish_burst == 0 {
+            return Err(invalid("PUBLISH_BURST", "must be at least 1"));
+        }
+        if self.rpc_deadline_ms == 0 {
+            return Err(invalid("RPC_DEADLINE_MS", "must be greater than 0"));
+        }
+        crate::rpc::Routes::parse(&self.rpc_routes)?;
         if !(0.0..=1.0).contains(&self.otel_traces_sampler_arg) {
             return Err(invalid(
                 "OTEL_TRACES_SAMPLER_ARG",
@@ -399,6 +451,19 @@ impl Settings {
     }
     pub fn fallback_ttl(&self) -> Duration {
         Duration::from_secs(self.fallback_connect_ttl_s)
+    }
+    pub fn refresh_ttl(&self) -> Duration {
+        Duration::from_secs(self.connection_refresh_ttl_s)
+    }
+    pub fn rpc_deadline(&self) -> Duration {
+        Duration::from_millis(self.rpc_deadline_ms)
+    }
+    pub fn channel_policy_path(&self) -> Option<PathBuf> {
+        self.channel_policy_path
+            .as_deref()
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
     }
     pub fn drain_delay(&self) -> Duration {
         Duration::from_millis(self.shutdown_drain_delay_ms)
@@ -521,6 +586,12 @@ impl Settings {
             ),
             format!("FALLBACK_LOW_WATERMARK={}", self.fallback_low_watermark),
             format!("FALLBACK_CONNECT_TTL_S={}", self.fallback_connect_ttl_s),
+            format!("CHANNEL_POLICY_PATH={}", opt(&self.channel_policy_path)),
+            format!("CONNECTION_REFRESH_TTL_S={}", self.connection_refresh_ttl_s),
+            format!("PUBLISH_RATE_PER_SECOND={}", self.publish_rate_per_second),
+            format!("PUBLISH_BURST={}", self.publish_burst),
+            format!("RPC_ROUTES={}", self.rpc_routes),
+            format!("RPC_DEADLINE_MS={}", self.rpc_deadline_ms),
             format!("SHUTDOWN_DRAIN_DELAY_MS={}", self.shutdown_drain_delay_ms),
             format!(
                 "OTEL_EXPORTER_OTLP_ENDPOINT={}",

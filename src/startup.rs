@@ -18,6 +18,9 @@ use crate::fallback::TicketPool;
 use crate::http::{self, auth::ProxyAuth};
 use crate::identity::{probe, Gateway, IdentityClient, OutageDetector};
 use crate::metrics::Metrics;
+use crate::policy::{ChannelPolicy, PolicyError};
+use crate::ratelimit::PublishLimiter;
+use crate::rpc::{Routes, RpcClient};
 use crate::settings::{ConfigError, ProxyAuthMode, Settings};
 use crate::state::{AppState, Readiness};
 
@@ -35,6 +38,8 @@ pub enum Shutdown {
 pub enum StartupError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("CHANNEL_POLICY_PATH: {0}")]
+    Policy(#[from] PolicyError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -87,7 +92,18 @@ impl Application {
             connect: Arc::new(ConnectConfig {
                 info_fields: settings.info_fields()?,
                 fallback_ttl: settings.fallback_ttl(),
+                refresh_ttl: settings.refresh_ttl(),
             }),
+            policy: Arc::new(load_policy(settings)?),
+            limiter: PublishLimiter::new(
+                settings.publish_rate_per_second,
+                settings.publish_burst,
+                clock.clone(),
+            ),
+            rpc: RpcClient::new(
+                Routes::parse(&settings.rpc_routes)?,
+                settings.rpc_deadline(),
+            )?,
             metrics,
             clock,
             readiness: Readiness::ready(),
@@ -177,6 +193,18 @@ impl Application {
         }
         tracing::info!("shutdown: all requests finished");
         Ok(())
+    }
+}
+
+/// The channel policy from `CHANNEL_POLICY_PATH`, or the built-in default.
+pub fn load_policy(settings: &Settings) -> Result<ChannelPolicy, PolicyError> {
+    match settings.channel_policy_path() {
+        Some(path) => {
+            let policy = ChannelPolicy::load(&path)?;
+            tracing::info!(path = %path.display(), namespaces = policy.namespaces().count(), "channel policy loaded");
+            Ok(policy)
+        }
+        None => Ok(ChannelPolicy::builtin()),
     }
 }
 

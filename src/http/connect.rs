@@ -43,7 +43,12 @@ async fn decide(state: &AppState, request: &ProxyRequest) -> Decision {
         })
         .await;
     let degraded = state.identity.detector().is_degraded();
-    match connect::decide(&attempt, degraded, &state.connect) {
+    match connect::decide(
+        &attempt,
+        degraded,
+        &state.connect,
+        state.clock.unix_seconds(),
+    ) {
         Next::Done(decision) => decision,
         Next::ConsultPool => {
             let digest = TicketDigest::of(ticket.as_bytes());

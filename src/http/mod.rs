@@ -8,6 +8,7 @@ pub mod edge;
 pub mod error;
 pub mod extract;
 pub mod ops;
+pub mod proxies;
 
 use axum::routing::{get, post};
 use axum::Router;
@@ -18,6 +19,11 @@ use crate::state::AppState;
 pub fn router(state: AppState, with_metrics: bool) -> Router {
     let proxies = Router::new()
         .route("/centrifugo/connect", post(connect::connect))
+        .route("/centrifugo/refresh", post(proxies::handle))
+        .route("/centrifugo/subscribe", post(proxies::handle))
+        .route("/centrifugo/publish", post(proxies::handle))
+        .route("/centrifugo/sub_refresh", post(proxies::handle))
+        .route("/centrifugo/rpc", post(proxies::handle))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             edge::proxy_edge,

@@ -1,0 +1,279 @@
+//! The rpc proxy's backends: routing a method to an HTTP backend by its prefix
+//! (`family.get_members` -> the `family` backend from `RPC_ROUTES`), the call itself with a
+//! deadline, and the mapping of the backend's answer onto Centrifugo's rpc reply.
+//!
+//! Backends are plain HTTP inside the cluster; https URLs are refused at startup rather than
+//! silently downgraded (this build carries no TLS client for them; see the README).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+use crate::centrifugo::{codes, Reply};
+use crate::settings::{invalid, ConfigError};
+
+/// Largest backend answer read; a larger one is treated as a backend failure.
+const MAX_BACKEND_BODY: usize = 1024 * 1024;
+
+/// Method prefix -> backend URL.
+#[derive(Debug, Clone, Default)]
+pub struct Routes(HashMap<String, String>);
+
+impl Routes {
+    /// Parses `RPC_ROUTES`: `prefix=http://host:port/path[,prefix=...]`.
+    pub fn parse(raw: &str) -> Result<Self, ConfigError> {
+        const VAR: &str = "RPC_ROUTES";
+        let mut routes = HashMap::new();
+        for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            let (prefix, url) = entry
+                .split_once('=')
+                .map(|(p, u)| (p.trim(), u.trim()))
+                .ok_or_else(|| invalid(VAR, format!("{entry:?} is not prefix=url")))?;
+            if prefix.is_empty() || prefix.contains(['.', ' ', ':']) {
+                return Err(invalid(
+                    VAR,
+                    format!("bad method prefix {prefix:?} in {entry:?}"),
+                ));
+            }
+            if url.starts_with("https://") {
+                return Err(invalid(
+                    VAR,
+                    format!("{prefix}: https backends are not supported by this build; use http inside the cluster (or a mesh for mTLS)"),
+                ));
+            }
+            let uri: axum::http::Uri = url
+                .parse()
+                .map_err(|e| invalid(VAR, format!("{prefix}: bad URL {url:?} ({e})")))?;
+            if uri.scheme_str() != Some("http") || uri.host().is_none() {
+                return Err(invalid(
+                    VAR,
+                    format!("{prefix}: URL {url:?} must be http://host[:port]/path"),
+                ));
+            }
+            if routes.insert(prefix.to_owned(), url.to_owned()).is_some() {
+                return Err(invalid(VAR, format!("prefix {prefix:?} is listed twice")));
+            }
+        }
+        Ok(Self(routes))
+    }
+
+    /// The backend for a method: the part before the first `.` names it.
+    pub fn backend_for(&self, method: &str) -> Option<&str> {
+        let prefix = method.split_once('.').map_or(method, |(p, _)| p);
+        self.0.get(prefix).map(String::as_str)
+    }
+}
+
+/// The JSON a backend receives.
+#[derive(Serialize)]
+pub struct BackendRequest<'a> {
+    /// The full method name, prefix included.
+    pub method: &'a str,
+    pub user: &'a str,
+    /// The client's rpc data (raw JSON), or `null`.
+    pub data: &'a RawValue,
+    /// The connection's meta exactly as Centrifugo sent it.
+    pub context: &'a RawValue,
+}
+
+/// What came back from a backend, before mapping.
+#[derive(Debug)]
+pub enum BackendAnswer {
+    Status {
+        status: u16,
+        body: Vec<u8>,
+    },
+    /// Timeout, connection refused, reset, oversized body.
+    Failed,
+}
+
+/// Outcome label and reply for a backend answer.
+pub fn map_answer(answer: &BackendAnswer) -> (&'static str, Reply<RpcResult>) {
+    let failure = || {
+        (
+            "backend_error",
+            Reply::temporary_error(codes::ERROR_INTERNAL, "internal error"),
+        )
+    };
+    let BackendAnswer::Status { status, body } = answer else {
+        return failure();
+    };
+    match *status {
+        200 => match serde_json::from_slice::<Value>(body) {
+            Ok(data) => ("allowed", Reply::Result(RpcResult { data })),
+            Err(_) => failure(),
+        },
+        400..=499 => {
+            let message = serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
+                .unwrap_or_else(|| {
+                    axum::http::StatusCode::from_u16(*status)
+                        .ok()
+                        .and_then(|s| s.canonical_reason())
+                        .unwrap_or("error")
+                        .to_owned()
+                });
+            (
+                "backend_refused",
+                Reply::Error(crate::centrifugo::ErrorBody {
+                    code: u32::from(*status),
+                    message: message.into(),
+                    temporary: false,
+                }),
+            )
+        }
+        _ => failure(),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RpcResult {
+    pub data: Value,
+}
+
+/// The HTTP client for backends: one pooled client, a whole-call deadline.
+#[derive(Clone)]
+pub struct RpcClient {
+    routes: std::sync::Arc<Routes>,
+    http: reqwest::Client,
+    deadline: Duration,
+}
+
+impl RpcClient {
+    pub fn new(routes: Routes, deadline: Duration) -> Result<Self, ConfigError> {
+        let http = reqwest::Client::builder()
+            .timeout(deadline)
+            .connect_timeout(deadline)
+            // Backends are addressed directly; an HTTP_PROXY variable must not reroute them.
+            .no_proxy()
+            .build()
+            .map_err(|e| invalid("RPC_ROUTES", format!("cannot build the HTTP client: {e}")))?;
+        Ok(Self {
+            routes: std::sync::Arc::new(routes),
+            http,
+            deadline,
+        })
+    }
+
+    pub fn routes(&self) -> &Routes {
+        &self.routes
+    }
+
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    /// One POST to the backend; never retried (the call may have had effects).
+    pub async fn call(&self, url: &str, request: &BackendRequest<'_>) -> BackendAnswer {
+        let Ok(body) = serde_json::to_vec(request) else {
+            return BackendAnswer::Failed;
+        };
+        let send = self
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send();
+        let mut response = match send.await {
+            Ok(response) => response,
+            Err(e) => {
+                tracing::warn!(error = %e, timeout = e.is_timeout(), "rpc backend call failed");
+                return BackendAnswer::Failed;
+            }
+        };
+        let status = response.status().as_u16();
+        let mut body = Vec::new();
+        loop {
+            match response.chunk().await {
+                Ok(Some(chunk)) if body.len() + chunk.len() <= MAX_BACKEND_BODY => {
+                    body.extend_from_slice(&chunk);
+                }
+                Ok(Some(_)) => {
+                    tracing::warn!(status, "rpc backend answer too large");
+                    return BackendAnswer::Failed;
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, timeout = e.is_timeout(), "rpc backend answer unreadable");
+                    return BackendAnswer::Failed;
+                }
+            }
+        }
+        BackendAnswer::Status { status, body }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_parse_and_route_by_prefix() {
+        let routes =
+            Routes::parse("family=http://family:8080/rpc, diary=http://diary/rpc").expect("valid");
+        assert_eq!(
+            routes.backend_for("family.get_members"),
+            Some("http://family:8080/rpc")
+        );
+        assert_eq!(routes.backend_for("diary"), Some("http://diary/rpc"));
+        assert_eq!(routes.backend_for("familyx.get"), None);
+        assert_eq!(routes.backend_for("chat.send"), None);
+        assert!(Routes::parse("")
+            .expect("empty ok")
+            .backend_for("a.b")
+            .is_none());
+    }
+
+    #[test]
+    fn bad_routes_name_the_variable() {
+        for bad in [
+            "family",
+            "=http://x/",
+            "family=ftp://x/",
+            "a=https://x/",
+            "a=http://x/,a=http://y/",
+            "a.b=http://x/",
+        ] {
+            let err = Routes::parse(bad).expect_err(bad).to_string();
+            assert!(err.starts_with("RPC_ROUTES:"), "{bad}: {err}");
+        }
+    }
+
+    fn mapped(status: u16, body: &str) -> Value {
+        let answer = BackendAnswer::Status {
+            status,
+            body: body.as_bytes().to_vec(),
+        };
+        serde_json::to_value(map_answer(&answer).1).expect("json")
+    }
+
+    #[test]
+    fn backend_answers_map_to_rpc_replies() {
+        assert_eq!(
+            mapped(200, r#"{"members":[1]}"#),
+            serde_json::json!({"result":{"data":{"members":[1]}}})
+        );
+        assert_eq!(
+            mapped(404, r#"{"message":"no such family"}"#),
+            serde_json::json!({"error":{"code":404,"message":"no such family"}})
+        );
+        assert_eq!(
+            mapped(403, "nope"),
+            serde_json::json!({"error":{"code":403,"message":"Forbidden"}})
+        );
+        let internal =
+            serde_json::json!({"error":{"code":100,"message":"internal error","temporary":true}});
+        assert_eq!(mapped(500, "{}"), internal);
+        assert_eq!(mapped(503, ""), internal);
+        assert_eq!(mapped(200, "not json"), internal);
+        assert_eq!(mapped(302, ""), internal);
+        assert_eq!(
+            serde_json::to_value(map_answer(&BackendAnswer::Failed).1).expect("json"),
+            internal
+        );
+    }
+}
