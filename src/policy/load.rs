@@ -97,7 +97,7 @@ struct PolicyFile {
     namespaces: BTreeMap<String, NamespaceFile>,
 }
 
-/// One namespace as written in the file. The reference is docs/channel-policy.md.
+/// One namespace as written in the file. The reference is the README, section "Channel policy".
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NamespaceFile {

@@ -5,7 +5,7 @@
 //! declarative per-namespace table, loaded and validated once at startup
 //! ([`ChannelPolicy::load`], or [`ChannelPolicy::builtin`] for the default that ships as
 //! `config/channel-policy.toml`), and evaluated by plain functions: no I/O, no clock, and
-//! no owned strings on the way to a decision. The format reference is `docs/channel-policy.md`.
+//! no owned strings on the way to a decision. The format reference is the README (section "Channel policy").
 //!
 //! sub_refresh has no check of its own: it asks [`ChannelPolicy::check_subscribe`] again,
 //! which is what makes a lock or tier change reach subscriptions that are already open.
