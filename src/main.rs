@@ -25,7 +25,7 @@ const EXIT_CONFIG: u8 = 2;
 fn main() -> ExitCode {
     let command = std::env::args().nth(1).unwrap_or_else(|| "serve".into());
     match command.as_str() {
-        "serve" => runtime().block_on(serve()),
+        "serve" => serve(),
         "check-config" => check_config(),
         "demo" => runtime().block_on(demo()),
         "healthcheck" => healthcheck(),
@@ -64,7 +64,9 @@ fn load_settings() -> Result<Settings, ExitCode> {
     })
 }
 
-async fn serve() -> ExitCode {
+/// Telemetry is set up and shut down outside the async runtime: the OTLP exporter's HTTP
+/// client runs on its own thread and must not be created or dropped on a runtime thread.
+fn serve() -> ExitCode {
     let settings = match load_settings() {
         Ok(s) => s,
         Err(code) => return code,
@@ -76,24 +78,26 @@ async fn serve() -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let code = match Application::build(&settings).await {
-        Ok(app) => match app.run_until(shutdown_signal()).await {
-            Ok(()) => ExitCode::SUCCESS,
+    let code = runtime().block_on(async {
+        match Application::build(&settings).await {
+            Ok(app) => match app.run_until(shutdown_signal()).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error = %e, "server failed");
+                    ExitCode::from(EXIT_RUNTIME)
+                }
+            },
             Err(e) => {
-                tracing::error!(error = %e, "server failed");
-                ExitCode::from(EXIT_RUNTIME)
+                tracing::error!(error = %e, "startup failed");
+                eprintln!("realtime-service: {e}");
+                ExitCode::from(match e {
+                    realtime_service::startup::StartupError::Config(_)
+                    | realtime_service::startup::StartupError::Policy(_) => EXIT_CONFIG,
+                    _ => EXIT_RUNTIME,
+                })
             }
-        },
-        Err(e) => {
-            tracing::error!(error = %e, "startup failed");
-            eprintln!("realtime-service: {e}");
-            ExitCode::from(match e {
-                realtime_service::startup::StartupError::Config(_)
-                | realtime_service::startup::StartupError::Policy(_) => EXIT_CONFIG,
-                _ => EXIT_RUNTIME,
-            })
         }
-    };
+    });
     telemetry.shutdown();
     code
 }
