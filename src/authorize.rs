@@ -130,10 +130,7 @@ pub fn subscribe(
     match policy.check_subscribe(meta, channel) {
         SubscribeDecision::Allow { ttl } => Decision {
             outcome: "allowed",
-            reply: match ttl {
-                Some(ttl) => expire_at(now_unix.saturating_add(secs(ttl))),
-                None => result(Map::new()),
-            },
+            reply: allowed_until(ttl, now_unix),
         },
         SubscribeDecision::Deny(reason) => permission_denied(denied(reason)),
     }
@@ -150,13 +147,10 @@ pub fn sub_refresh(
         return expired("bad_context");
     };
     match policy.check_subscribe(meta, channel) {
-        // No TTL any more (the policy changed): `{}` makes the subscription non-expiring.
+        // Without a TTL (the policy changed) `{}` makes the subscription non-expiring.
         SubscribeDecision::Allow { ttl } => Decision {
             outcome: "extended",
-            reply: match ttl {
-                Some(ttl) => expire_at(now_unix.saturating_add(secs(ttl))),
-                None => result(Map::new()),
-            },
+            reply: allowed_until(ttl, now_unix),
         },
         SubscribeDecision::Deny(_) => expired("expired"),
     }
@@ -221,6 +215,14 @@ pub fn rpc<'a>(
         outcome: "method_not_found",
         reply: Reply::error(404, "method not found"),
     })
+}
+
+/// `{}`, or `{"expire_at": now + ttl}` when the namespace sets a subscription TTL.
+fn allowed_until(ttl: Option<std::time::Duration>, now_unix: i64) -> Reply<Value> {
+    match ttl {
+        Some(ttl) => expire_at(now_unix.saturating_add(secs(ttl))),
+        None => result(Map::new()),
+    }
 }
 
 fn secs(d: std::time::Duration) -> i64 {
