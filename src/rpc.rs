@@ -91,7 +91,7 @@ pub enum BackendAnswer {
 }
 
 /// Outcome label and reply for a backend answer.
-pub fn map_answer(answer: &BackendAnswer) -> (&'static str, Reply<RpcResult>) {
+pub fn map_answer(answer: &BackendAnswer) -> (&'static str, Reply<Value>) {
     let failure = || {
         (
             "backend_error",
@@ -103,7 +103,10 @@ pub fn map_answer(answer: &BackendAnswer) -> (&'static str, Reply<RpcResult>) {
     };
     match *status {
         200 => match serde_json::from_slice::<Value>(body) {
-            Ok(data) => ("allowed", Reply::Result(RpcResult { data })),
+            Ok(data) => (
+                "allowed",
+                Reply::Result(serde_json::json!({ "data": data })),
+            ),
             Err(_) => failure(),
         },
         400..=499 => {
@@ -128,11 +131,6 @@ pub fn map_answer(answer: &BackendAnswer) -> (&'static str, Reply<RpcResult>) {
         }
         _ => failure(),
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RpcResult {
-    pub data: Value,
 }
 
 /// The HTTP client for backends: one pooled client, a whole-call deadline.

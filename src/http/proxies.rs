@@ -89,41 +89,28 @@ async fn rpc(
         Ok(url) => url,
         Err(decision) => return decision,
     };
-    let null = RawValue::NULL;
-    let data: Box<RawValue>;
-    let data_ref = match (&request.data, request.b64data.as_deref()) {
-        (Some(raw), _) => raw.as_ref(),
-        // Binary rpc data is passed on as a base64 JSON string.
-        (None, Some(b64)) if !b64.is_empty() => {
-            match RawValue::from_string(serde_json::to_string(b64).unwrap_or_default()) {
-                Ok(raw) => {
-                    data = raw;
-                    data.as_ref()
-                }
-                Err(_) => return authorize::bad_payload(),
+    // Binary rpc data is passed on as a base64 JSON string.
+    let b64_data;
+    let data: &RawValue = match (&request.data, request.b64data.as_deref()) {
+        (Some(raw), _) => raw,
+        (None, Some(b64)) if !b64.is_empty() => match serde_json::value::to_raw_value(b64) {
+            Ok(raw) => {
+                b64_data = raw;
+                &b64_data
             }
-        }
-        _ => null,
+            Err(_) => return authorize::bad_payload(),
+        },
+        _ => RawValue::NULL,
     };
-    let meta = request.meta.as_deref().unwrap_or(null);
     let backend_request = BackendRequest {
         method,
         user: request.user.as_deref().unwrap_or_default(),
-        data: data_ref,
-        context: meta,
+        data,
+        context: request.meta.as_deref().unwrap_or(RawValue::NULL),
     };
     let answer = state.rpc.call(url, &backend_request).await;
     let (outcome, reply) = crate::rpc::map_answer(&answer);
-    Decision {
-        outcome,
-        reply: match reply {
-            crate::centrifugo::Reply::Result(r) => {
-                crate::centrifugo::Reply::Result(serde_json::json!({ "data": r.data }))
-            }
-            crate::centrifugo::Reply::Error(e) => crate::centrifugo::Reply::Error(e),
-            crate::centrifugo::Reply::Disconnect(d) => crate::centrifugo::Reply::Disconnect(d),
-        },
-    }
+    Decision { outcome, reply }
 }
 
 fn secs(d: std::time::Duration) -> i64 {
