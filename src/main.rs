@@ -102,17 +102,31 @@ fn serve() -> ExitCode {
     code
 }
 
+/// Validates everything startup would (environment, channel policy) without serving.
 fn check_config() -> ExitCode {
-    match load_settings() {
-        Ok(settings) => {
-            for line in settings.redacted_lines() {
-                println!("{line}");
-            }
-            println!("# configuration OK");
-            ExitCode::SUCCESS
+    let settings = match load_settings() {
+        Ok(settings) => settings,
+        Err(code) => return code,
+    };
+    let policy = match realtime_service::startup::load_policy(&settings) {
+        Ok(policy) => policy,
+        Err(e) => {
+            eprintln!("realtime-service: configuration error: CHANNEL_POLICY_PATH: {e}");
+            return ExitCode::from(EXIT_CONFIG);
         }
-        Err(code) => code,
+    };
+    for line in settings.redacted_lines() {
+        println!("{line}");
     }
+    println!(
+        "# channel policy: {} ({})",
+        settings
+            .channel_policy_path()
+            .map_or_else(|| "built-in".to_owned(), |p| p.display().to_string()),
+        policy.namespaces().collect::<Vec<_>>().join(", ")
+    );
+    println!("# configuration OK");
+    ExitCode::SUCCESS
 }
 
 async fn demo() -> ExitCode {
