@@ -10,7 +10,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use crate::centrifugo::{codes, ProxyRequest, Reply};
+use crate::centrifugo::{codes, PayloadError, ProxyRequest, Reply};
 use crate::meta::ConnectionMeta;
 use crate::policy::{ChannelPolicy, DenyReason, PublishDecision, SubscribeDecision};
 
@@ -157,17 +157,26 @@ pub fn sub_refresh(
 }
 
 /// publish, up to the rate limit (which needs state): degraded, policy, payload shape and size.
+/// `payload` is `Err` when `b64data` could not be decoded; that is judged only after the
+/// degraded and policy checks, like any other bad payload.
 /// `None` means "allowed so far: consult the rate limiter".
 pub fn publish(
     context: Result<&ConnectionMeta, ContextProblem>,
     policy: &ChannelPolicy,
     channel: &str,
-    payload: Option<&[u8]>,
+    payload: Result<Option<&[u8]>, PayloadError>,
 ) -> Option<Decision> {
     let Ok(meta) = context else {
         return Some(permission_denied("bad_context"));
     };
-    match policy.check_publish(meta, channel, payload.unwrap_or_default()) {
+    // An undecodable payload is checked as an empty one: the checks before the payload's own
+    // do not depend on it, and an empty payload can only fail as "not an object".
+    let bytes = payload.as_ref().map_or(Some(&b""[..]), |p| *p);
+    let decision = match policy.check_publish(meta, channel, bytes.unwrap_or_default()) {
+        PublishDecision::Allow if payload.is_err() => return Some(bad_payload()),
+        decision => decision,
+    };
+    match decision {
         PublishDecision::Allow => None,
         PublishDecision::DegradedSession => Some(degraded_session()),
         PublishDecision::Deny(reason) => Some(permission_denied(denied(reason))),
@@ -179,7 +188,7 @@ pub fn publish(
     }
 }
 
-/// A payload that could not even be decoded (bad base64) is refused like a non-object one.
+/// A payload that is not a JSON object, or could not even be decoded (bad base64).
 pub fn bad_payload() -> Decision {
     Decision {
         outcome: "bad_payload",
@@ -368,10 +377,10 @@ mod tests {
         let mut degraded = meta("u1");
         degraded.degraded = true;
         let body = br#"{"text":"hi"}"#;
-        assert_eq!(publish(Ok(&m), &policy, "chat:fam1", Some(body)), None);
+        assert_eq!(publish(Ok(&m), &policy, "chat:fam1", Ok(Some(body))), None);
         assert_eq!(
             to_json(
-                &publish(Ok(&degraded), &policy, "chat:fam1", Some(body))
+                &publish(Ok(&degraded), &policy, "chat:fam1", Ok(Some(body)))
                     .expect("decided")
                     .reply
             ),
@@ -379,7 +388,7 @@ mod tests {
         );
         assert_eq!(
             to_json(
-                &publish(Ok(&m), &policy, "notifications:u1", Some(body))
+                &publish(Ok(&m), &policy, "notifications:u1", Ok(Some(body)))
                     .expect("decided")
                     .reply
             ),
@@ -387,7 +396,7 @@ mod tests {
         );
         assert_eq!(
             to_json(
-                &publish(Ok(&m), &policy, "chat:fam1", Some(b"[1]"))
+                &publish(Ok(&m), &policy, "chat:fam1", Ok(Some(b"[1]")))
                     .expect("decided")
                     .reply
             ),
@@ -395,7 +404,7 @@ mod tests {
         );
         assert_eq!(
             to_json(
-                &publish(Ok(&m), &policy, "chat:fam1", None)
+                &publish(Ok(&m), &policy, "chat:fam1", Ok(None))
                     .expect("decided")
                     .reply
             ),
@@ -404,7 +413,7 @@ mod tests {
         let big = format!(r#"{{"t":"{}"}}"#, "x".repeat(20_000));
         assert_eq!(
             to_json(
-                &publish(Ok(&m), &policy, "chat:fam1", Some(big.as_bytes()))
+                &publish(Ok(&m), &policy, "chat:fam1", Ok(Some(big.as_bytes())))
                     .expect("decided")
                     .reply
             ),

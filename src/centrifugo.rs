@@ -115,7 +115,7 @@ pub struct ProxyRequest {
     pub b64data: Option<String>,
 }
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
 pub enum PayloadError {
     #[error("b64data is not valid standard base64")]
     BadBase64,

@@ -339,6 +339,26 @@ impl Settings {
                 ),
             ));
         }
+        if self.centrifugo_proxy_auth == ProxyAuthMode::StaticHeader {
+            // The secret travels as an HTTP header value and is compared exactly.
+            let secrets = [
+                ("CENTRIFUGO_PROXY_SECRET", &self.centrifugo_proxy_secret),
+                (
+                    "CENTRIFUGO_PROXY_SECRET_PREVIOUS",
+                    &self.centrifugo_proxy_secret_previous,
+                ),
+            ];
+            for (var, secret) in secrets {
+                if let Some(secret) = secret.as_ref().filter(|s| !s.is_empty()) {
+                    if !secret.expose().iter().all(u8::is_ascii_graphic) {
+                        return Err(invalid(
+                            var,
+                            "must be visible ASCII without spaces in static_header mode (it is sent as an HTTP header value)",
+                        ));
+                    }
+                }
+            }
+        }
         if self.proxy_max_body_bytes == 0 {
             return Err(invalid("PROXY_MAX_BODY_BYTES", "must be greater than 0"));
         }
@@ -689,6 +709,33 @@ mod tests {
             .to_string();
         assert!(err.starts_with("CENTRIFUGO_PROXY_SECRET:"), "{err}");
         Settings::from_pairs([("CENTRIFUGO_PROXY_AUTH", "none")]).expect("none needs no secret");
+    }
+
+    #[test]
+    fn static_header_secrets_must_be_header_safe() {
+        let err = Settings::from_pairs([
+            ("CENTRIFUGO_PROXY_AUTH", "static_header"),
+            ("CENTRIFUGO_PROXY_SECRET", "has a space"),
+        ])
+        .expect_err("space")
+        .to_string();
+        assert!(
+            err.starts_with("CENTRIFUGO_PROXY_SECRET:") && !err.contains("has a space"),
+            "{err}"
+        );
+        let err = Settings::from_pairs([
+            ("CENTRIFUGO_PROXY_AUTH", "static_header"),
+            ("CENTRIFUGO_PROXY_SECRET", "ok"),
+            ("CENTRIFUGO_PROXY_SECRET_PREVIOUS", "tab\there"),
+        ])
+        .expect_err("tab")
+        .to_string();
+        assert!(
+            err.starts_with("CENTRIFUGO_PROXY_SECRET_PREVIOUS:"),
+            "{err}"
+        );
+        // HMAC keys are bytes that are never sent: anything goes.
+        Settings::from_pairs([("CENTRIFUGO_PROXY_SECRET", "has a space")]).expect("hmac key");
     }
 
     #[test]

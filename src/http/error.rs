@@ -16,6 +16,8 @@ pub enum EdgeError {
     BodyTooLarge,
     #[error("body could not be read")]
     BodyUnreadable,
+    #[error("body is not a JSON object")]
+    NotAnObject,
     /// Malformed JSON: only the category and position are kept, never the parser's message,
     /// which can quote the input.
     #[error("malformed JSON ({category} at line {line}, column {column})")]
@@ -53,7 +55,7 @@ impl IntoResponse for EdgeError {
                 tracing::warn!("proxy call refused: {self}");
                 (StatusCode::PAYLOAD_TOO_LARGE, Reply::bad_request())
             }
-            Self::BodyUnreadable | Self::MalformedJson { .. } => {
+            Self::BodyUnreadable | Self::NotAnObject | Self::MalformedJson { .. } => {
                 tracing::warn!("proxy call refused: {self}");
                 (StatusCode::BAD_REQUEST, Reply::bad_request())
             }

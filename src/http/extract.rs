@@ -26,6 +26,11 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Verified<T> {
             .auth
             .verify_body(signature.as_ref(), &bytes)
             .map_err(|reason| reject(state, reason))?;
+        // Every Centrifugo proxy body is a JSON object; serde would also accept an array for
+        // a struct, so check the shape before parsing.
+        if bytes.trim_ascii_start().first() != Some(&b'{') {
+            return Err(EdgeError::NotAnObject);
+        }
         serde_json::from_slice(&bytes)
             .map(Verified)
             .map_err(|e| EdgeError::malformed_json(&e))

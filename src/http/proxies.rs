@@ -63,11 +63,9 @@ fn publish(
     request: &ProxyRequest,
     channel: &str,
 ) -> Decision {
-    let Ok(payload) = request.payload() else {
-        return authorize::bad_payload();
-    };
-    if let Some(decision) = authorize::publish(context, &state.policy, channel, payload.as_deref())
-    {
+    let payload = request.payload();
+    let payload = payload.as_ref().map(|p| p.as_deref()).map_err(|e| *e);
+    if let Some(decision) = authorize::publish(context, &state.policy, channel, payload) {
         return decision;
     }
     // Only a publish the policy allowed reaches the limiter (and so consumes a token).

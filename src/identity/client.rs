@@ -96,10 +96,11 @@ impl IdentityClient {
             let started = Instant::now();
             let mut client = self.client.clone();
             let result = match tokio::time::timeout(self.deadline, client.validate(request)).await {
+                // tonic also enforces the `grpc-timeout` it sends, and reports its own expiry as
+                // CANCELLED; whichever timer fires first, a failure at the deadline is one.
+                Err(_) => Err(deadline_exceeded()),
+                Ok(Err(_)) if started.elapsed() >= self.deadline => Err(deadline_exceeded()),
                 Ok(result) => result.map(tonic::Response::into_inner),
-                Err(_elapsed) => Err(tonic::Status::deadline_exceeded(
-                    "identity-service did not answer within the deadline",
-                )),
             };
             let code = code_label(&result);
             self.metrics
@@ -118,6 +119,10 @@ impl IdentityClient {
         .instrument(span)
         .await
     }
+}
+
+fn deadline_exceeded() -> tonic::Status {
+    tonic::Status::deadline_exceeded("identity-service did not answer within the deadline")
 }
 
 /// Writes the current span's W3C trace context into gRPC metadata.
