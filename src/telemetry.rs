@@ -39,7 +39,7 @@ impl TelemetryGuard {
 
 /// Installs the global subscriber and propagator. Call once, from `main`.
 pub fn init(settings: &Settings) -> Result<TelemetryGuard, TelemetryError> {
-    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
+    install_propagator();
 
     let filter = EnvFilter::try_new(&settings.log_level)
         .map_err(|e| TelemetryError::LogLevel(e.to_string()))?;
@@ -63,6 +63,11 @@ pub fn init(settings: &Settings) -> Result<TelemetryGuard, TelemetryError> {
         .try_init()
         .map_err(|e| TelemetryError::Install(e.to_string()))?;
     Ok(TelemetryGuard { provider })
+}
+
+/// The W3C trace-context propagator, installed globally (the SDK's default does nothing).
+pub fn install_propagator() {
+    opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 }
 
 fn tracer_provider(settings: &Settings) -> Result<Option<SdkTracerProvider>, TelemetryError> {
