@@ -74,6 +74,43 @@ pub const CONNECT_OUTCOMES: &[&str] = &[
     "internal_error",
 ];
 
+/// Every outcome each non-connect proxy can decide (`crate::authorize`, `crate::rpc`).
+pub const DECISION_OUTCOMES: &[(&str, &[&str])] = &[
+    (
+        "refresh",
+        &["extended", "extended_degraded", "expired", "bad_context"],
+    ),
+    (
+        "subscribe",
+        &["allowed", "denied", "degraded", "bad_context"],
+    ),
+    ("sub_refresh", &["extended", "expired", "bad_context"]),
+    (
+        "publish",
+        &[
+            "allowed",
+            "denied",
+            "degraded",
+            "bad_context",
+            "bad_payload",
+            "payload_too_large",
+            "rate_limited",
+        ],
+    ),
+    (
+        "rpc",
+        &[
+            "allowed",
+            "degraded",
+            "bad_context",
+            "bad_payload",
+            "method_not_found",
+            "backend_refused",
+            "backend_error",
+        ],
+    ),
+];
+
 pub const AUTH_REJECTION_REASONS: &[&str] = &["missing", "malformed", "mismatch"];
 
 pub const POOL_STATUSES: &[&str] = &["disabled", "loaded", "missing", "unreadable", "empty"];
@@ -203,10 +240,18 @@ impl Metrics {
     fn initialise_label_sets(&self) {
         for proxy in PROXY_TYPES {
             self.proxy_duration.with_label_values(&[*proxy]);
-            self.proxy_requests.with_label_values(&[*proxy, "200"]);
+            // Statuses the shared edge can answer on every route.
+            for status in ["200", "400", "401", "413"] {
+                self.proxy_requests.with_label_values(&[*proxy, status]);
+            }
         }
-        for status in ["400", "401", "413", "500", "503"] {
+        for status in ["500", "503"] {
             self.proxy_requests.with_label_values(&["connect", status]);
+        }
+        for (proxy, outcomes) in DECISION_OUTCOMES {
+            for outcome in *outcomes {
+                self.proxy_decisions.with_label_values(&[*proxy, *outcome]);
+            }
         }
         for outcome in CONNECT_OUTCOMES {
             self.connect_outcomes.with_label_values(&[*outcome]);

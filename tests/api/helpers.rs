@@ -29,10 +29,12 @@ static TRACING: LazyLock<()> = LazyLock::new(|| {
     let capture = tracing_subscriber::fmt::layer()
         .with_ansi(false)
         .with_writer(|| CaptureWriter);
-    let stdout = std::env::var_os("TEST_LOG")
-        .map(|_| tracing_subscriber::fmt::layer().with_test_writer());
+    let stdout =
+        std::env::var_os("TEST_LOG").map(|_| tracing_subscriber::fmt::layer().with_test_writer());
     let _ = tracing_subscriber::registry()
-        .with(tracing_subscriber::EnvFilter::new("trace,h2=info,hyper=info,tower=info,hyper_util=info"))
+        .with(tracing_subscriber::EnvFilter::new(
+            "trace,h2=info,hyper=info,tower=info,hyper_util=info",
+        ))
         .with(capture)
         .with(stdout)
         .try_init();
@@ -42,7 +44,9 @@ struct CaptureWriter;
 
 impl std::io::Write for CaptureWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        LOGS.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
+        LOGS.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
@@ -120,7 +124,10 @@ pub async fn spawn_app_with(configure: impl FnOnce(&mut TestConfig)) -> TestApp 
 }
 
 /// Starts the app against an already running fake.
-pub async fn spawn_app_against(identity: FakeIdentity, configure: impl FnOnce(&mut TestConfig)) -> TestApp {
+pub async fn spawn_app_against(
+    identity: FakeIdentity,
+    configure: impl FnOnce(&mut TestConfig),
+) -> TestApp {
     LazyLock::force(&TRACING);
     let mut config = TestConfig {
         env: vec![],
@@ -152,7 +159,8 @@ pub async fn spawn_app_against(identity: FakeIdentity, configure: impl FnOnce(&m
     let port = app.port();
     let state = app.state().clone();
     let (tx, rx) = oneshot::channel();
-    let server = tokio::spawn(app.run_until(async move { rx.await.unwrap_or(Shutdown::Immediate) }));
+    let server =
+        tokio::spawn(app.run_until(async move { rx.await.unwrap_or(Shutdown::Immediate) }));
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
@@ -191,7 +199,12 @@ impl TestApp {
         self.post_signed("connect", &connect_body(ticket)).await
     }
 
-    pub async fn post_with_headers(&self, proxy: &str, body: &[u8], headers: &[(&str, &str)]) -> TestResponse {
+    pub async fn post_with_headers(
+        &self,
+        proxy: &str,
+        body: &[u8],
+        headers: &[(&str, &str)],
+    ) -> TestResponse {
         let mut request = self
             .client
             .post(format!("{}/centrifugo/{proxy}", self.address))
@@ -223,7 +236,10 @@ impl TestApp {
     pub async fn metric(&self, sample: &str) -> f64 {
         let text = self.get("/metrics").await.text;
         text.lines()
-            .find_map(|line| line.strip_prefix(sample).and_then(|rest| rest.strip_prefix(' ')))
+            .find_map(|line| {
+                line.strip_prefix(sample)
+                    .and_then(|rest| rest.strip_prefix(' '))
+            })
             .unwrap_or_else(|| panic!("no sample {sample} in:\n{text}"))
             .trim()
             .parse()
