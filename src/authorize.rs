@@ -124,16 +124,7 @@ pub fn subscribe(
     channel: &str,
     now_unix: i64,
 ) -> Decision {
-    let Ok(meta) = context else {
-        return permission_denied("bad_context");
-    };
-    match policy.check_subscribe(meta, channel) {
-        SubscribeDecision::Allow { ttl } => Decision {
-            outcome: "allowed",
-            reply: allowed_until(ttl, now_unix),
-        },
-        SubscribeDecision::Deny(reason) => permission_denied(denied(reason)),
-    }
+    subscription(Subscription::New, context, policy, channel, now_unix)
 }
 
 /// sub_refresh: re-apply the policy; still allowed extends, otherwise the subscription expires.
@@ -143,16 +134,45 @@ pub fn sub_refresh(
     channel: &str,
     now_unix: i64,
 ) -> Decision {
+    subscription(Subscription::Refresh, context, policy, channel, now_unix)
+}
+
+/// subscribe and sub_refresh ask the policy the same question; they differ only in how a
+/// refusal is spelled (Centrifugo ignores errors on sub_refresh: only `expired` ends it).
+#[derive(Clone, Copy)]
+enum Subscription {
+    New,
+    Refresh,
+}
+
+fn subscription(
+    kind: Subscription,
+    context: Result<&ConnectionMeta, ContextProblem>,
+    policy: &ChannelPolicy,
+    channel: &str,
+    now_unix: i64,
+) -> Decision {
+    let refuse = |outcome| match kind {
+        Subscription::New => permission_denied(outcome),
+        Subscription::Refresh => expired(if outcome == "bad_context" {
+            outcome
+        } else {
+            "expired"
+        }),
+    };
     let Ok(meta) = context else {
-        return expired("bad_context");
+        return refuse("bad_context");
     };
     match policy.check_subscribe(meta, channel) {
-        // Without a TTL (the policy changed) `{}` makes the subscription non-expiring.
+        // On refresh without a TTL (the policy changed), `{}` makes it non-expiring.
         SubscribeDecision::Allow { ttl } => Decision {
-            outcome: "extended",
+            outcome: match kind {
+                Subscription::New => "allowed",
+                Subscription::Refresh => "extended",
+            },
             reply: allowed_until(ttl, now_unix),
         },
-        SubscribeDecision::Deny(_) => expired("expired"),
+        SubscribeDecision::Deny(reason) => refuse(denied(reason)),
     }
 }
 

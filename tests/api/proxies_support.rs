@@ -8,6 +8,12 @@ use serde_json::{json, Value};
 
 use crate::helpers::TestApp;
 
+/// The reply bodies live in `replies`; re-exported for the proxies_* modules.
+pub use crate::replies::{
+    allowed, bad_payload, degraded_session, expire_at, expired, method_not_found,
+    permission_denied, rpc_internal, too_large, too_many,
+};
+
 /// Centrifugo's connection id in every request (any uuid will do).
 pub const CLIENT: &str = "0c7f0d3e-8b1f-4c52-9a40-2f7f3b6f9c11";
 
@@ -196,44 +202,4 @@ pub async fn open_outage(app: &TestApp, probe_ticket: &str) {
         json!({"disconnect":{"code":4503,"reason":"ticket validation temporarily unavailable"}}),
     );
     app.pass_window();
-}
-
-pub fn permission_denied() -> Value {
-    json!({"error":{"code":403,"message":"permission denied"}})
-}
-
-pub fn expired() -> Value {
-    json!({"result":{"expired":true}})
-}
-
-pub fn expire_at(unix: i64) -> Value {
-    json!({"result":{"expire_at":unix}})
-}
-
-pub fn allowed() -> Value {
-    json!({"result":{}})
-}
-
-pub fn degraded_session() -> Value {
-    json!({"disconnect":{"code":4403,"reason":"degraded session"}})
-}
-
-pub fn bad_payload() -> Value {
-    json!({"error":{"code":400,"message":"bad request"}})
-}
-
-pub fn too_large() -> Value {
-    json!({"error":{"code":413,"message":"payload too large"}})
-}
-
-pub fn too_many() -> Value {
-    json!({"error":{"code":429,"message":"too many requests","temporary":true}})
-}
-
-pub fn rpc_internal() -> Value {
-    json!({"error":{"code":100,"message":"internal error","temporary":true}})
-}
-
-pub fn method_not_found() -> Value {
-    json!({"error":{"code":404,"message":"method not found"}})
 }

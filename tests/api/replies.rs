@@ -1,4 +1,5 @@
-//! The exact reply bodies of the contract (issue 2's table), shared by the test modules.
+//! The exact reply bodies of the contract (the connect table of issue 2 and the proxy
+//! answers of issue 3), shared by the test modules.
 
 use serde_json::{json, Value};
 
@@ -37,4 +38,44 @@ pub fn default_meta(user: &str) -> Value {
         },
         "degraded": false,
     })
+}
+
+pub fn permission_denied() -> Value {
+    json!({"error":{"code":403,"message":"permission denied"}})
+}
+
+pub fn expired() -> Value {
+    json!({"result":{"expired":true}})
+}
+
+pub fn expire_at(unix: i64) -> Value {
+    json!({"result":{"expire_at":unix}})
+}
+
+pub fn allowed() -> Value {
+    json!({"result":{}})
+}
+
+pub fn degraded_session() -> Value {
+    json!({"disconnect":{"code":4403,"reason":"degraded session"}})
+}
+
+pub fn bad_payload() -> Value {
+    json!({"error":{"code":400,"message":"bad request"}})
+}
+
+pub fn too_large() -> Value {
+    json!({"error":{"code":413,"message":"payload too large"}})
+}
+
+pub fn too_many() -> Value {
+    json!({"error":{"code":429,"message":"too many requests","temporary":true}})
+}
+
+pub fn rpc_internal() -> Value {
+    json!({"error":{"code":100,"message":"internal error","temporary":true}})
+}
+
+pub fn method_not_found() -> Value {
+    json!({"error":{"code":404,"message":"method not found"}})
 }
