@@ -87,6 +87,9 @@ enum Mode {
     Stall(Duration),
 }
 
+/// How many recent calls `seen()` keeps.
+const SEEN_CAPACITY: usize = 10_000;
+
 /// What the fake saw of one call (for tests: forwarded fields and metadata).
 #[derive(Debug, Clone)]
 pub struct SeenCall {
@@ -272,7 +275,7 @@ fn spawn_server(listener: TcpListener, shared: Arc<Shared>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let result = tonic::transport::Server::builder()
             .add_service(service)
-            .serve_with_incoming(TcpIncoming::from(listener))
+            .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
             .await;
         if let Err(e) = result {
             tracing::warn!(error = %e, "fake identity-service stopped with an error");
@@ -301,13 +304,20 @@ impl ConnectProxyService for Service {
         };
         let (traceparent, grpc_timeout) = (header("traceparent"), header("grpc-timeout"));
         let call = request.into_inner();
-        lock(&shared.seen).push(SeenCall {
-            ticket: call.ticket.clone(),
-            client_id: call.client_id.clone(),
-            transport: call.transport.clone(),
-            traceparent,
-            grpc_timeout,
-        });
+        {
+            let mut seen = lock(&shared.seen);
+            // Keep only recent calls: tests look at a handful, benchmarks send millions.
+            if seen.len() >= SEEN_CAPACITY {
+                seen.drain(..SEEN_CAPACITY / 2);
+            }
+            seen.push(SeenCall {
+                ticket: call.ticket.clone(),
+                client_id: call.client_id.clone(),
+                transport: call.transport.clone(),
+                traceparent,
+                grpc_timeout,
+            });
+        }
 
         let mode = lock(&shared.mode).unwrap_or(Mode::Normal);
         if let Mode::FailWith(code) = mode {

@@ -6,7 +6,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -22,7 +21,7 @@ use crate::policy::{ChannelPolicy, PolicyError};
 use crate::ratelimit::PublishLimiter;
 use crate::rpc::{Routes, RpcClient};
 use crate::settings::{ConfigError, ProxyAuthMode, Settings};
-use crate::state::{AppState, Readiness};
+use crate::state::{AppState, Readiness, Shared};
 
 /// How to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -83,18 +82,18 @@ impl Application {
         let identity = Gateway::new(IdentityClient::new(settings, metrics.clone())?, detector);
         let probe = probe::spawn(identity.clone(), settings.probe_interval());
 
-        let state = AppState {
-            auth: Arc::new(ProxyAuth::from_settings(settings)),
+        let state = AppState::new(Shared {
+            auth: ProxyAuth::from_settings(settings),
             max_body_bytes: settings.proxy_max_body_bytes,
             status_mode: settings.proxy_http_status_mode,
             identity,
             pool,
-            connect: Arc::new(ConnectConfig {
+            connect: ConnectConfig {
                 info_fields: settings.info_fields()?,
                 fallback_ttl: settings.fallback_ttl(),
                 refresh_ttl: settings.refresh_ttl(),
-            }),
-            policy: Arc::new(load_policy(settings)?),
+            },
+            policy: load_policy(settings)?,
             limiter: PublishLimiter::new(
                 settings.publish_rate_per_second,
                 settings.publish_burst,
@@ -107,7 +106,7 @@ impl Application {
             metrics,
             clock,
             readiness: Readiness::ready(),
-        };
+        });
         state.refresh_gauges();
 
         let listener = bind(settings.listen_addr()?).await?;

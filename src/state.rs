@@ -1,5 +1,7 @@
-//! Shared application state handed to every handler: cheap clones of handles built once at
-//! startup from `Settings`.
+//! Shared application state handed to every handler, built once at startup from `Settings`.
+//!
+//! Axum clones the state for every request, so `AppState` is one `Arc` around everything:
+//! a clone is a single atomic increment, however many handles the service grows.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -13,14 +15,29 @@ use crate::metrics::Metrics;
 use crate::settings::StatusMode;
 
 #[derive(Clone)]
-pub struct AppState {
-    pub auth: Arc<ProxyAuth>,
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
+    pub auth: ProxyAuth,
     pub max_body_bytes: usize,
     pub status_mode: StatusMode,
     pub identity: Gateway,
     pub pool: TicketPool,
-    pub connect: Arc<ConnectConfig>,
-    pub policy: Arc<crate::policy::ChannelPolicy>,
+    pub connect: ConnectConfig,
+    pub policy: crate::policy::ChannelPolicy,
     pub limiter: crate::ratelimit::PublishLimiter,
     pub rpc: crate::rpc::RpcClient,
     pub metrics: Metrics,
@@ -28,7 +45,7 @@ pub struct AppState {
     pub readiness: Readiness,
 }
 
-impl AppState {
+impl Shared {
     /// Brings the time-dependent gauges up to date; called on every scrape, because an outage
     /// passes its window without any event that could update them.
     pub fn refresh_gauges(&self) {
