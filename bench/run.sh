@@ -1,0 +1,260 @@
+#!/usr/bin/env bash
+# The realtime-service benchmark, one command from the repository root:
+#
+#     bash bench/run.sh
+#
+# Builds release, starts the fake identity-service (bench_identity) and the service on
+# free loopback ports, and drives signed connect requests from a separate process (loadgen):
+#   1. the same load straight to the fake identity-service over gRPC ("direct"), then
+#      through the service ("service"), at BENCH_CONCURRENCY in flight (throughput and
+#      latency under load), and again at BENCH_LATENCY_CONCURRENCY (unloaded latency);
+#   2. degraded mode: a second instance whose identity-service address is a closed port,
+#      with a generated fallback pool; once /health says degraded, pool tickets are driven
+#      at both concurrencies.
+# Prints throughput, p50/p99, the service's CPU time per request, peak RSS, and a summary.
+# Everything listens on 127.0.0.1 and every run is bounded in time; all processes started
+# here are stopped on exit. bench/README.md explains each figure.
+#
+# Environment (all optional):
+#   BENCH_CONCURRENCY=16          requests in flight for the throughput runs
+#   BENCH_SECONDS=5               measured seconds per throughput run
+#   BENCH_LATENCY_CONCURRENCY=1   requests in flight for the unloaded-latency runs
+#   BENCH_LATENCY_SECONDS=3       measured seconds per unloaded-latency run
+#   BENCH_WARMUP_SECONDS=1        warm-up before each measured run (same connections)
+#   BENCH_POOL_TICKETS=300000     fallback pool size for the degraded runs (a third is kept
+#                                 for the unloaded run; a run that uses up its share ends early)
+#   BENCH_CLIENT=raw              loadgen HTTP client: raw (minimal HTTP/1.1) | reqwest
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+C=${BENCH_CONCURRENCY:-16}
+D=${BENCH_SECONDS:-5}
+C_LAT=${BENCH_LATENCY_CONCURRENCY:-1}
+D_LAT=${BENCH_LATENCY_SECONDS:-3}
+WARMUP=${BENCH_WARMUP_SECONDS:-1}
+POOL_TICKETS=${BENCH_POOL_TICKETS:-300000}
+CLIENT=${BENCH_CLIENT:-raw}
+# The degraded-mode instance: the window must be >= the Validate deadline (startup check).
+WINDOW_MS=2500
+DEADLINE_MS=2500
+
+for v in C D C_LAT D_LAT WARMUP POOL_TICKETS; do
+  [[ ${!v} =~ ^[0-9]+$ ]] || { echo "run.sh: $v=${!v} must be a whole number" >&2; exit 2; }
+done
+(( D <= 60 && D_LAT <= 60 && WARMUP <= 10 )) || { echo "run.sh: keep runs short (seconds <= 60, warm-up <= 10)" >&2; exit 2; }
+(( POOL_TICKETS >= 2000 )) || { echo "run.sh: BENCH_POOL_TICKETS must be >= 2000" >&2; exit 2; }
+
+TARGET=${CARGO_TARGET_DIR:-target}/release
+SERVICE_BIN=$TARGET/realtime-service
+LOADGEN=$TARGET/examples/loadgen
+IDENTITY_BIN=$TARGET/examples/bench_identity
+CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/realtime-bench.XXXXXX")
+STARTED_PIDS=()
+
+cleanup() {
+  local pid
+  for pid in "${STARTED_PIDS[@]}"; do
+    kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${STARTED_PIDS[@]}"; do
+    # Give each a moment to exit cleanly, then insist.
+    for _ in $(seq 1 30); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+log() { printf '\n### %s\n' "$*"; }
+die() { echo "run.sh: $*" >&2; exit 1; }
+
+# field LINE NAME: the value of NAME=... in a RESULT line.
+field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<"$1"; }
+# calc EXPR: floating-point arithmetic.
+calc() { awk "BEGIN { printf \"%.${2:-2}f\", $1 }"; }
+
+free_port() { "$LOADGEN" free-port; }
+
+wait_ready() { # PID PORT NAME LOGFILE
+  for _ in $(seq 1 100); do
+    kill -0 "$1" 2>/dev/null || { cat "$4" >&2; die "$3 exited during startup"; }
+    curl -fsS -o /dev/null "http://127.0.0.1:$2/readyz" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  cat "$4" >&2
+  die "$3 not ready on port $2 after 10 s"
+}
+
+health() { curl -fsS "http://127.0.0.1:$1/health"; }
+
+peak_rss() { # PID -> "VmHWM kB" of the process (peak resident set)
+  awk '/^VmHWM:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0
+}
+
+# loadgen wrapper: runs, echoes the report, stores the RESULT line in $RESULT.
+RESULT=
+load() {
+  local out
+  out=$("$LOADGEN" "$@" --clk-tck "$CLK_TCK") || { echo "$out"; die "loadgen $1 failed"; }
+  echo "$out" | grep -v '^RESULT '
+  RESULT=$(grep '^RESULT ' <<<"$out")
+}
+
+start_service() { # NAME PORT LOGFILE ENV...
+  local name=$1 port=$2 logfile=$3
+  shift 3
+  env LISTEN_HOST=127.0.0.1 LISTEN_PORT="$port" \
+    CENTRIFUGO_PROXY_AUTH=hmac CENTRIFUGO_PROXY_SECRET="$SECRET" \
+    LOG_LEVEL=warn SHUTDOWN_DRAIN_DELAY_MS=0 OTEL_SDK_DISABLED=true \
+    "$@" "$SERVICE_BIN" serve >"$logfile" 2>&1 &
+  SERVICE_PID=$!
+  STARTED_PIDS+=("$SERVICE_PID")
+  wait_ready "$SERVICE_PID" "$port" "$name" "$logfile"
+}
+
+# ---------------------------------------------------------------------------------------
+log "build (release)"
+cargo build --release --bin realtime-service --example loadgen --example bench_identity
+
+echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), CLK_TCK=$CLK_TCK"
+echo "settings: concurrency $C for ${D}s, latency concurrency $C_LAT for ${D_LAT}s, warm-up ${WARMUP}s, client $CLIENT"
+
+SECRET=$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
+
+# ---------------------------------------------------------------------------------------
+log "start fake identity-service and the service"
+"$IDENTITY_BIN" --listen 127.0.0.1:0 >"$WORK/identity.out" 2>"$WORK/identity.err" &
+IDENTITY_PID=$!
+STARTED_PIDS+=("$IDENTITY_PID")
+IDENTITY_ADDR=
+for _ in $(seq 1 100); do
+  IDENTITY_ADDR=$(sed -n 's/^listening //p' "$WORK/identity.out")
+  [[ -n $IDENTITY_ADDR ]] && break
+  kill -0 "$IDENTITY_PID" 2>/dev/null || { cat "$WORK/identity.err" >&2; die "bench_identity exited"; }
+  sleep 0.1
+done
+[[ -n $IDENTITY_ADDR ]] || die "bench_identity did not report its address"
+echo "fake identity-service: $IDENTITY_ADDR (pid $IDENTITY_PID)"
+
+SERVICE_PORT=$(free_port)
+start_service service "$SERVICE_PORT" "$WORK/service.log" \
+  IDENTITY_VALIDATE_GRPC_ADDRESS="$IDENTITY_ADDR"
+NORMAL_PID=$SERVICE_PID
+URL="http://127.0.0.1:$SERVICE_PORT/centrifugo/connect"
+echo "service: 127.0.0.1:$SERVICE_PORT (pid $NORMAL_PID)"
+
+# ---------------------------------------------------------------------------------------
+log "under load: $C in flight, ${D}s each (warm-up ${WARMUP}s on the same connections)"
+load grpc --addr "$IDENTITY_ADDR" --concurrency "$C" --seconds "$D" --warmup "$WARMUP" \
+  --label direct --pid identity="$IDENTITY_PID"
+R_DIRECT=$RESULT
+load http --url "$URL" --secret "$SECRET" --client "$CLIENT" --concurrency "$C" --seconds "$D" \
+  --warmup "$WARMUP" --label service --pid service="$NORMAL_PID" --pid identity="$IDENTITY_PID"
+R_SERVICE=$RESULT
+
+log "unloaded latency: $C_LAT in flight, ${D_LAT}s each"
+load grpc --addr "$IDENTITY_ADDR" --concurrency "$C_LAT" --seconds "$D_LAT" --warmup "$WARMUP" \
+  --label "direct-c$C_LAT" --pid identity="$IDENTITY_PID"
+R_DIRECT_LAT=$RESULT
+load http --url "$URL" --secret "$SECRET" --client "$CLIENT" --concurrency "$C_LAT" --seconds "$D_LAT" \
+  --warmup "$WARMUP" --label "service-c$C_LAT" --pid service="$NORMAL_PID" --pid identity="$IDENTITY_PID"
+R_SERVICE_LAT=$RESULT
+
+NORMAL_RSS_KB=$(peak_rss "$NORMAL_PID")
+IDENTITY_RSS_KB=$(peak_rss "$IDENTITY_PID")
+
+# ---------------------------------------------------------------------------------------
+log "degraded mode: identity-service unreachable, fallback pool of $POOL_TICKETS tickets"
+# Random 32-hex-digit tickets; the unloaded-latency run gets its own slice so the two runs
+# never present a ticket the other already used (a used ticket is answered 503).
+od -An -tx1 -v -w16 -N $((POOL_TICKETS * 16)) /dev/urandom | tr -d ' ' >"$WORK/pool.txt"
+LAT_SLICE=$((POOL_TICKETS / 3))
+head -n $((POOL_TICKETS - LAT_SLICE)) "$WORK/pool.txt" >"$WORK/pool-load.txt"
+tail -n "$LAT_SLICE" "$WORK/pool.txt" >"$WORK/pool-latency.txt"
+
+CLOSED_PORT=$(free_port)
+DEGRADED_PORT=$(free_port)
+start_service degraded "$DEGRADED_PORT" "$WORK/degraded.log" \
+  IDENTITY_VALIDATE_GRPC_ADDRESS="127.0.0.1:$CLOSED_PORT" \
+  FALLBACK_TICKETS_PATH="$WORK/pool.txt" \
+  FALLBACK_DEGRADED_WINDOW_MS=$WINDOW_MS IDENTITY_VALIDATE_DEADLINE_MS=$DEADLINE_MS \
+  FALLBACK_LOW_WATERMARK=0
+DEGRADED_PID=$SERVICE_PID
+DURL="http://127.0.0.1:$DEGRADED_PORT/centrifugo/connect"
+echo "degraded instance: 127.0.0.1:$DEGRADED_PORT (pid $DEGRADED_PID), identity at closed port $CLOSED_PORT"
+echo "health: $(health "$DEGRADED_PORT")"
+
+# One connect opens the failure streak (answered 503: not yet past the window).
+"$LOADGEN" http --url "$DURL" --secret "$SECRET" --concurrency 1 --requests 1 --seconds 5 \
+  --prefix open-streak- --label open-streak | grep '^RESULT ' || true
+degraded=
+for _ in $(seq 1 $(((WINDOW_MS + 5000) / 100))); do
+  if health "$DEGRADED_PORT" | grep -q '"degraded":true'; then degraded=yes; break; fi
+  sleep 0.1
+done
+[[ -n $degraded ]] || die "the instance did not turn degraded within the window + 5 s"
+echo "health: $(health "$DEGRADED_PORT")"
+
+load http --url "$DURL" --secret "$SECRET" --client "$CLIENT" --tickets-file "$WORK/pool-load.txt" \
+  --concurrency "$C" --seconds "$D" --warmup "$WARMUP" --label degraded --pid service="$DEGRADED_PID"
+R_DEGRADED=$RESULT
+load http --url "$DURL" --secret "$SECRET" --client "$CLIENT" --tickets-file "$WORK/pool-latency.txt" \
+  --concurrency "$C_LAT" --seconds "$D_LAT" --warmup "$WARMUP" --label "degraded-c$C_LAT" --pid service="$DEGRADED_PID"
+R_DEGRADED_LAT=$RESULT
+for r in "$R_DEGRADED" "$R_DEGRADED_LAT"; do
+  [[ $(field "$r" tickets_ran_out) == true ]] &&
+    echo "warning: $(field "$r" label) used up its pool tickets early; raise BENCH_POOL_TICKETS"
+done
+
+HEALTH_AFTER=$(health "$DEGRADED_PORT")
+echo "health: $HEALTH_AFTER"
+CONSUMED=$(curl -fsS "http://127.0.0.1:$DEGRADED_PORT/metrics" |
+  awk '/^realtime_centrifugo_connect_total\{.*outcome="fallback_pool_consumed"/ { s += $NF } END { printf "%d", s }')
+POOL_LEFT=$(sed -n 's/.*"fallback_pool":{"size":\([0-9]*\).*/\1/p' <<<"$HEALTH_AFTER")
+echo "pool connects counted by the service (realtime_centrifugo_connect_total{outcome=\"fallback_pool_consumed\"}): $CONSUMED;" \
+  "pool size $POOL_TICKETS -> ${POOL_LEFT:-?}: $([[ $((POOL_TICKETS - ${POOL_LEFT:-0})) == "$CONSUMED" ]] && echo consistent || echo MISMATCH)"
+DEGRADED_RSS_KB=$(peak_rss "$DEGRADED_PID")
+
+# ---------------------------------------------------------------------------------------
+log "summary"
+p() { field "$1" "$2"; }
+ADDED_P50_MS=$(calc "($(p "$R_SERVICE" p50_us) - $(p "$R_DIRECT" p50_us)) / 1000" 3)
+ADDED_P50_LAT_MS=$(calc "($(p "$R_SERVICE_LAT" p50_us) - $(p "$R_DIRECT_LAT" p50_us)) / 1000" 3)
+RPS_RATIO=$(calc "$(p "$R_SERVICE" rps) / $(p "$R_DIRECT" rps)" 2)
+P50_RATIO=$(calc "$(p "$R_SERVICE" p50_us) / $(p "$R_DIRECT" p50_us)" 2)
+verdict() { awk "BEGIN { print (($1) ? \"met\" : \"NOT met\") }"; }
+
+printf '%-18s %8s %8s %8s %8s %8s %14s %7s %7s\n' \
+  run inflight req/s p50_ms p99_ms max_ms svc_cpu_us/req errors other%
+row() { # NAME RESULT
+  local cpu other
+  cpu=$(p "$2" cpu_us_per_req_service)
+  other=$(p "$2" other_cpu_pct)
+  printf '%-18s %8s %8.0f %8.3f %8.3f %8.3f %14s %7s %7s\n' "$1" "$(p "$2" concurrency)" "$(p "$2" rps)" \
+    "$(calc "$(p "$2" p50_us) / 1000" 3)" "$(calc "$(p "$2" p99_us) / 1000" 3)" \
+    "$(calc "$(p "$2" max_us) / 1000" 3)" "${cpu:--}" "$(p "$2" errors)" "${other:--}"
+}
+row "direct gRPC" "$R_DIRECT"
+row "through service" "$R_SERVICE"
+row "direct gRPC" "$R_DIRECT_LAT"
+row "through service" "$R_SERVICE_LAT"
+row "degraded (pool)" "$R_DEGRADED"
+row "degraded (pool)" "$R_DEGRADED_LAT"
+echo
+echo "throughput ratio service/direct at $C in flight: $RPS_RATIO (p50 ratio $P50_RATIO)"
+echo "added p50 (service - direct): ${ADDED_P50_MS} ms at $C in flight, ${ADDED_P50_LAT_MS} ms at $C_LAT in flight" \
+  "(target < 0.5 ms: $(verdict "$ADDED_P50_LAT_MS < 0.5") unloaded, $(verdict "$ADDED_P50_MS < 0.5") under load)"
+echo "degraded p99: $(calc "$(p "$R_DEGRADED" p99_us) / 1000" 3) ms at $C in flight, $(calc "$(p "$R_DEGRADED_LAT" p99_us) / 1000" 3) ms at $C_LAT" \
+  "(target < 1 ms: $(verdict "$(p "$R_DEGRADED_LAT" p99_us) < 1000") unloaded, $(verdict "$(p "$R_DEGRADED" p99_us) < 1000") under load)"
+echo "service CPU per request: $(p "$R_SERVICE" cpu_us_per_req_service) µs (normal, $C in flight), $(p "$R_DEGRADED" cpu_us_per_req_service) µs (degraded)"
+echo "fake identity-service CPU per Validate: $(p "$R_DIRECT" cpu_us_per_req_identity) µs direct, $(p "$R_SERVICE" cpu_us_per_req_identity) µs via the service"
+echo "peak RSS (VmHWM): service $((NORMAL_RSS_KB / 1024)) MiB, degraded instance with $POOL_TICKETS pool tickets $((DEGRADED_RSS_KB / 1024)) MiB, fake identity $((IDENTITY_RSS_KB / 1024)) MiB"
+echo "other%: CPU used during the run by processes outside this benchmark, in % of one core (noise)."
+echo "note: $(nproc) shared cores run the load generator, the service and the fake together; ratios matter more than absolute figures."
+echo "note: while degraded, one request at a time still tries identity-service; a closed port refuses at once, so that costs little here."
