@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crate::clock::Clock;
 
-/// Past this many buckets, full ones are pruned on insert.
+/// Buckets kept before the first pruning pass.
 const PRUNE_THRESHOLD: usize = 10_000;
 
 #[derive(Clone)]
@@ -24,7 +24,15 @@ struct Inner {
     burst: f64,
     clock: Clock,
     // std Mutex: one map lookup and a little arithmetic, never across `.await`.
-    buckets: Mutex<HashMap<String, Bucket>>,
+    state: Mutex<Buckets>,
+}
+
+struct Buckets {
+    map: HashMap<String, Bucket>,
+    /// Size at which the next pruning pass runs. After a pass it is set to twice what was
+    /// left, so a crowd of active users (whose buckets cannot be pruned) costs amortised O(1)
+    /// per insert instead of a full scan on every new user.
+    prune_at: usize,
 }
 
 #[derive(Clone, Copy)]
@@ -47,7 +55,10 @@ impl PublishLimiter {
                 rate: rate_per_second,
                 burst: f64::from(burst),
                 clock,
-                buckets: Mutex::new(HashMap::new()),
+                state: Mutex::new(Buckets {
+                    map: HashMap::new(),
+                    prune_at: PRUNE_THRESHOLD,
+                }),
             }),
         }
     }
@@ -56,12 +67,12 @@ impl PublishLimiter {
     pub fn try_acquire(&self, user: &str) -> bool {
         let Inner { rate, burst, .. } = *self.inner;
         let now = self.inner.clock.now();
-        let mut buckets = self
+        let mut state = self
             .inner
-            .buckets
+            .state
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Some(bucket) = buckets.get_mut(user) {
+        if let Some(bucket) = state.map.get_mut(user) {
             let tokens = bucket.refilled(now, rate, burst);
             let allowed = tokens >= 1.0;
             *bucket = Bucket {
@@ -70,10 +81,13 @@ impl PublishLimiter {
             };
             return allowed;
         }
-        if buckets.len() >= PRUNE_THRESHOLD {
-            buckets.retain(|_, b| b.refilled(now, rate, burst) < burst);
+        if state.map.len() >= state.prune_at {
+            state
+                .map
+                .retain(|_, b| b.refilled(now, rate, burst) < burst);
+            state.prune_at = (state.map.len() * 2).max(PRUNE_THRESHOLD);
         }
-        buckets.insert(
+        state.map.insert(
             user.to_owned(),
             Bucket {
                 tokens: burst - 1.0,
@@ -81,6 +95,17 @@ impl PublishLimiter {
             },
         );
         true
+    }
+
+    /// Buckets currently held.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.inner
+            .state
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map
+            .len()
     }
 }
 
@@ -108,5 +133,23 @@ mod tests {
             "refill caps at the burst"
         );
         assert!(!limiter.try_acquire("a"));
+    }
+
+    #[test]
+    fn idle_users_are_forgotten_and_active_crowds_do_not_rescan() {
+        let clock = Clock::manual();
+        let limiter = PublishLimiter::new(10.0, 2, clock.clone());
+        for n in 0..PRUNE_THRESHOLD {
+            assert!(limiter.try_acquire(&format!("u{n}")));
+        }
+        // Everyone is still active (no refill yet): the pass keeps all and backs off to 2x.
+        assert!(limiter.try_acquire("late"));
+        assert_eq!(limiter.len(), PRUNE_THRESHOLD + 1);
+        // Once their buckets are full again, the next pass forgets them.
+        clock.advance(Duration::from_secs(1));
+        for n in 0..PRUNE_THRESHOLD {
+            assert!(limiter.try_acquire(&format!("v{n}")));
+        }
+        assert_eq!(limiter.len(), PRUNE_THRESHOLD, "only the v* users remain");
     }
 }
