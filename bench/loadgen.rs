@@ -414,11 +414,13 @@ enum Target {
         host: String,
         path: String,
         secret: Arc<[u8]>,
+        kind: BodyKind,
     },
     Reqwest {
         client: reqwest::Client,
         url: Arc<str>,
         secret: Arc<[u8]>,
+        kind: BodyKind,
     },
     Grpc(ConnectProxyServiceClient<Channel>),
 }
@@ -430,6 +432,7 @@ impl Target {
                 let url = args.url.clone().unwrap_or_default();
                 let secret: Arc<[u8]> = args.secret.as_bytes().into();
                 let (addr, host, path) = parse_http_url(&url)?;
+                let kind = BodyKind::from_path(&path);
                 if !addr.ip().is_loopback() {
                     return Err(format!("--url {url}: only loopback targets are allowed"));
                 }
@@ -439,6 +442,7 @@ impl Target {
                         host,
                         path,
                         secret,
+                        kind,
                     },
                     ClientKind::Reqwest => Self::Reqwest {
                         client: reqwest::Client::builder()
@@ -449,6 +453,7 @@ impl Target {
                             .map_err(|e| format!("reqwest client: {e}"))?,
                         url: url.into(),
                         secret,
+                        kind,
                     },
                 })
             }
@@ -479,7 +484,9 @@ impl Target {
                 host,
                 path,
                 secret,
+                kind,
             } => Connection::Raw(RawHttp {
+                kind: *kind,
                 addr: *addr,
                 head: format!(
                     "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
@@ -494,10 +501,12 @@ impl Target {
                 client,
                 url,
                 secret,
+                kind,
             } => Connection::Reqwest {
                 client: client.clone(),
                 url: url.clone(),
                 secret: secret.clone(),
+                kind: *kind,
                 seed,
             },
             Self::Grpc(client) => Connection::Grpc {
@@ -514,6 +523,7 @@ enum Connection {
         client: reqwest::Client,
         url: Arc<str>,
         secret: Arc<[u8]>,
+        kind: BodyKind,
         seed: u64,
     },
     Grpc {
@@ -530,9 +540,10 @@ impl Connection {
                 client,
                 url,
                 secret,
+                kind,
                 seed,
             } => {
-                let body = connect_body(&client_id(*seed, n), ticket);
+                let body = request_body(*kind, &client_id(*seed, n), ticket);
                 let signature = sign(secret, body.as_bytes());
                 let sent = client
                     .post(&**url)
@@ -589,12 +600,57 @@ fn client_id(seed: u64, n: u64) -> String {
     )
 }
 
-/// A connect request body as Centrifugo v6 sends it (protocol json), ticket in `data.token`.
-fn connect_body(client: &str, ticket: &str) -> String {
-    let ticket = serde_json::Value::String(ticket.to_owned()).to_string();
-    format!(
-        r#"{{"client":"{client}","transport":"websocket","protocol":"json","encoding":"json","data":{{"token":{ticket}}}}}"#
-    )
+/// Which proxy the URL names, and so which body to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    Connect,
+    Subscribe,
+    Publish,
+}
+
+impl BodyKind {
+    fn from_path(path: &str) -> Self {
+        match path.rsplit('/').next() {
+            Some("subscribe") => Self::Subscribe,
+            Some("publish") => Self::Publish,
+            _ => Self::Connect,
+        }
+    }
+}
+
+/// A request body as Centrifugo v6 sends it (protocol json). Connect carries the ticket in
+/// `data.token`; subscribe and publish act for a user named after the ticket (so the
+/// per-user publish limit is never what is measured), with the meta connect gives such a
+/// user, on that user's family chat channel (a namespace with a subscription TTL, a lock
+/// check and, for publish, a JSON-object payload check).
+fn request_body(kind: BodyKind, client: &str, ticket: &str) -> String {
+    let ticket_json = serde_json::Value::String(ticket.to_owned()).to_string();
+    let head = format!(
+        r#""client":"{client}","transport":"websocket","protocol":"json","encoding":"json""#
+    );
+    if kind == BodyKind::Connect {
+        return format!(r#"{{{head},"data":{{"token":{ticket_json}}}}}"#);
+    }
+    let meta = serde_json::json!({
+        "user": ticket,
+        "family_id": format!("fam-{ticket}"),
+        "subscription_tier": "pro",
+        "is_admin": false,
+        "parental_state": {
+            "screen_time_lock": false,
+            "feature_lock_chat": false,
+            "feature_lock_diary": false,
+            "feature_lock_flowcoach": false
+        },
+        "degraded": false
+    });
+    let channel = serde_json::Value::String(format!("chat:fam-{ticket}")).to_string();
+    let data = if kind == BodyKind::Publish {
+        r#","data":{"text":"a chat message of a typical length, sent through the publish proxy benchmark","sent_at":1767225600}"#
+    } else {
+        ""
+    };
+    format!(r#"{{{head},"user":{ticket_json},"channel":{channel},"meta":{meta}{data}}}"#)
 }
 
 /// `http://host:port/path` -> (socket address, Host header, path). Plain HTTP, IP literals
@@ -618,6 +674,7 @@ fn parse_http_url(url: &str) -> Result<(SocketAddr, String, String), String> {
 /// framed by Content-Length (what the service sends).
 struct RawHttp {
     addr: SocketAddr,
+    kind: BodyKind,
     /// Request line and fixed headers.
     head: String,
     secret: Arc<[u8]>,
@@ -629,7 +686,7 @@ struct RawHttp {
 
 impl RawHttp {
     async fn send(&mut self, ticket: &str, n: u64) -> Outcome {
-        let body = connect_body(&client_id(self.seed, n), ticket);
+        let body = request_body(self.kind, &client_id(self.seed, n), ticket);
         let signature = sign(&self.secret, body.as_bytes());
         self.out.clear();
         self.out.extend_from_slice(self.head.as_bytes());

@@ -21,7 +21,7 @@
 #   BENCH_LATENCY_CONCURRENCY=1   requests in flight for the unloaded-latency runs
 #   BENCH_LATENCY_SECONDS=3       measured seconds per unloaded-latency run
 #   BENCH_WARMUP_SECONDS=1        warm-up before each measured run (same connections)
-#   BENCH_POOL_TICKETS=300000     fallback pool size for the degraded runs (a third is kept
+#   BENCH_POOL_TICKETS=600000     fallback pool size for the degraded runs (a third is kept
 #                                 for the unloaded run; a run that uses up its share ends early)
 #   BENCH_CLIENT=raw              loadgen HTTP client: raw (minimal HTTP/1.1) | reqwest
 set -euo pipefail
@@ -33,7 +33,7 @@ D=${BENCH_SECONDS:-5}
 C_LAT=${BENCH_LATENCY_CONCURRENCY:-1}
 D_LAT=${BENCH_LATENCY_SECONDS:-3}
 WARMUP=${BENCH_WARMUP_SECONDS:-1}
-POOL_TICKETS=${BENCH_POOL_TICKETS:-300000}
+POOL_TICKETS=${BENCH_POOL_TICKETS:-600000}
 CLIENT=${BENCH_CLIENT:-raw}
 # The degraded-mode instance: the window must be >= the Validate deadline (startup check).
 WINDOW_MS=2500
@@ -166,6 +166,27 @@ load http --url "$URL" --secret "$SECRET" --client "$CLIENT" --concurrency "$C_L
   --warmup "$WARMUP" --label "service-c$C_LAT" --pid service="$NORMAL_PID" --pid identity="$IDENTITY_PID"
 R_SERVICE_LAT=$RESULT
 
+# Channel decisions end to end: signed subscribe and publish calls (meta included, as
+# Centrifugo sends them with include_connection_meta) on the same instance. No network
+# behind them: the cost is the HTTP edge, the HMAC, parsing meta and the policy.
+BASE="http://127.0.0.1:$SERVICE_PORT/centrifugo"
+log "channel decisions over HTTP: subscribe and publish, $C and $C_LAT in flight"
+load http --url "$BASE/subscribe" --secret "$SECRET" --client "$CLIENT" --concurrency "$C" --seconds "$D_LAT" \
+  --warmup "$WARMUP" --label subscribe --pid service="$NORMAL_PID"
+R_SUBSCRIBE=$RESULT
+load http --url "$BASE/publish" --secret "$SECRET" --client "$CLIENT" --concurrency "$C" --seconds "$D_LAT" \
+  --warmup "$WARMUP" --label publish --pid service="$NORMAL_PID"
+R_PUBLISH=$RESULT
+load http --url "$BASE/subscribe" --secret "$SECRET" --client "$CLIENT" --concurrency "$C_LAT" --seconds "$D_LAT" \
+  --warmup "$WARMUP" --label "subscribe-c$C_LAT" --pid service="$NORMAL_PID"
+R_SUBSCRIBE_LAT=$RESULT
+load http --url "$BASE/publish" --secret "$SECRET" --client "$CLIENT" --concurrency "$C_LAT" --seconds "$D_LAT" \
+  --warmup "$WARMUP" --label "publish-c$C_LAT" --pid service="$NORMAL_PID"
+R_PUBLISH_LAT=$RESULT
+DECISIONS=$(curl -fsS "http://127.0.0.1:$SERVICE_PORT/metrics" |
+  awk '/^realtime_proxy_decisions_total\{/ && $NF > 0 { printf "%s ", $0 }')
+echo "decisions counted by the service: $DECISIONS"
+
 NORMAL_RSS_KB=$(peak_rss "$NORMAL_PID")
 IDENTITY_RSS_KB=$(peak_rss "$IDENTITY_PID")
 
@@ -246,6 +267,10 @@ row "direct gRPC" "$R_DIRECT_LAT"
 row "through service" "$R_SERVICE_LAT"
 row "degraded (pool)" "$R_DEGRADED"
 row "degraded (pool)" "$R_DEGRADED_LAT"
+row "subscribe (HTTP)" "$R_SUBSCRIBE"
+row "publish (HTTP)" "$R_PUBLISH"
+row "subscribe (HTTP)" "$R_SUBSCRIBE_LAT"
+row "publish (HTTP)" "$R_PUBLISH_LAT"
 echo
 echo "throughput ratio service/direct at $C in flight: $RPS_RATIO (p50 ratio $P50_RATIO)"
 echo "added p50 (service - direct): ${ADDED_P50_MS} ms at $C in flight, ${ADDED_P50_LAT_MS} ms at $C_LAT in flight" \

@@ -58,8 +58,10 @@ async fn decide(state: &AppState, request: &ProxyRequest) -> Decision {
     }
 }
 
-/// One line per decision, at a level that matches how much an operator should care. The
-/// ticket is never logged; a pool connection is named by its digest-derived user.
+/// One line per decision, at a level that matches how much an operator should care: the
+/// outage itself is a WARN (logged once, by the detector); each pool admission is an INFO
+/// audit line, so a reconnect storm during an outage does not flood the warning channel.
+/// The ticket is never logged; a pool connection is named by its digest-derived user.
 fn log(decision: &Decision, request: &ProxyRequest) {
     let outcome = decision.outcome.as_str();
     let client = request.client.as_str();
@@ -72,7 +74,7 @@ fn log(decision: &Decision, request: &ProxyRequest) {
                 crate::centrifugo::Reply::Result(r) => r.user.as_str(),
                 _ => "",
             };
-            tracing::warn!(
+            tracing::info!(
                 outcome,
                 client,
                 user,
