@@ -568,38 +568,30 @@ async fn a_body_over_the_limit_is_413_and_one_at_the_limit_is_served() {
         c.set("PROXY_MAX_BODY_BYTES", "1024");
     })
     .await;
-    app.identity
-        .add_ticket("conn-limit-1", with_expiry("u-limit"));
-    app.identity
-        .add_ticket("conn-limit-2", with_expiry("u-limit"));
-    let over = body_of_len("conn-limit-1", 1025);
-    app.post_signed("connect", &over)
-        .await
-        .assert(413, bad_request());
-    let far_over = body_of_len("conn-limit-1", 200_000);
-    app.post_signed("connect", &far_over)
-        .await
-        .assert(413, bad_request());
-    assert_eq!(app.identity.calls(), 0);
-
-    let at_limit = body_of_len("conn-limit-2", 1024);
-    let response = app.post_signed("connect", &at_limit).await;
-    assert_eq!(response.status, 200, "{}", response.text);
-    assert_eq!(response.json()["result"]["user"], json!("u-limit"));
+    assert_body_limit(&app, 1024, "conn-limit").await;
 }
 
 #[tokio::test]
 async fn the_default_body_limit_is_65536_bytes() {
-    let app = spawn_app().await;
-    app.identity
-        .add_ticket("conn-deflimit-1", with_expiry("u-deflimit"));
-    let over = body_of_len("conn-deflimit-1", 65_537);
-    app.post_signed("connect", &over)
-        .await
-        .assert(413, bad_request());
+    assert_body_limit(&spawn_app().await, 65_536, "conn-deflimit").await;
+}
+
+/// One byte over the limit, and far over it, is 413 with no identity call; a body of exactly
+/// `limit` bytes is served.
+async fn assert_body_limit(app: &TestApp, limit: usize, tag: &str) {
+    let (over_ticket, at_ticket) = (format!("{tag}-1"), format!("{tag}-2"));
+    app.identity.add_ticket(&at_ticket, with_expiry("u-limit"));
+    for len in [limit + 1, limit * 3] {
+        app.post_signed("connect", &body_of_len(&over_ticket, len))
+            .await
+            .assert(413, bad_request());
+    }
     assert_eq!(app.identity.calls(), 0);
-    let at = body_of_len("conn-deflimit-1", 65_536);
-    assert_eq!(app.post_signed("connect", &at).await.status, 200);
+    let response = app
+        .post_signed("connect", &body_of_len(&at_ticket, limit))
+        .await;
+    assert_eq!(response.status, 200, "{}", response.text);
+    assert_eq!(response.json()["result"]["user"], json!("u-limit"));
 }
 
 #[tokio::test]

@@ -173,44 +173,44 @@ async fn decisions_and_requests_are_counted_per_type_and_outcome() {
     app.post_signed("refresh", &request("u-edge3", Some(&m), json!({})))
         .await;
 
-    let metric = |sample: &'static str| {
-        let app = &app;
-        async move { app.metric(sample).await }
-    };
-    // Prometheus writes labels sorted by name.
-    assert_eq!(
-        metric(r#"realtime_proxy_decisions_total{outcome="allowed",proxy="subscribe"}"#).await,
-        2.0
-    );
-    assert_eq!(
-        metric(r#"realtime_proxy_decisions_total{outcome="denied",proxy="subscribe"}"#).await,
-        1.0
-    );
-    assert_eq!(
-        metric(r#"realtime_proxy_decisions_total{outcome="bad_context",proxy="subscribe"}"#).await,
-        1.0
-    );
-    assert_eq!(
-        metric(r#"realtime_proxy_decisions_total{outcome="allowed",proxy="publish"}"#).await,
-        2.0
-    );
-    assert_eq!(
-        metric(r#"realtime_proxy_decisions_total{outcome="bad_payload",proxy="publish"}"#).await,
-        1.0
-    );
-    assert_eq!(
-        metric(r#"realtime_proxy_decisions_total{outcome="extended",proxy="refresh"}"#).await,
-        1.0
-    );
-    // Decisions are all answered with 200.
-    assert_eq!(
-        metric(r#"realtime_proxy_requests_total{proxy="publish",status="200"}"#).await,
-        3.0
-    );
-    assert_eq!(
-        metric(r#"realtime_proxy_requests_total{proxy="subscribe",status="200"}"#).await,
-        4.0
-    );
+    // Prometheus writes labels sorted by name. Decisions are all answered with 200.
+    let expected = [
+        (
+            r#"realtime_proxy_decisions_total{outcome="allowed",proxy="subscribe"}"#,
+            2.0,
+        ),
+        (
+            r#"realtime_proxy_decisions_total{outcome="denied",proxy="subscribe"}"#,
+            1.0,
+        ),
+        (
+            r#"realtime_proxy_decisions_total{outcome="bad_context",proxy="subscribe"}"#,
+            1.0,
+        ),
+        (
+            r#"realtime_proxy_decisions_total{outcome="allowed",proxy="publish"}"#,
+            2.0,
+        ),
+        (
+            r#"realtime_proxy_decisions_total{outcome="bad_payload",proxy="publish"}"#,
+            1.0,
+        ),
+        (
+            r#"realtime_proxy_decisions_total{outcome="extended",proxy="refresh"}"#,
+            1.0,
+        ),
+        (
+            r#"realtime_proxy_requests_total{proxy="publish",status="200"}"#,
+            3.0,
+        ),
+        (
+            r#"realtime_proxy_requests_total{proxy="subscribe",status="200"}"#,
+            4.0,
+        ),
+    ];
+    for (sample, value) in expected {
+        assert_eq!(app.metric(sample).await, value, "{sample}");
+    }
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::helpers::{eventually, spawn_app, spawn_app_with};
+use crate::helpers::{eventually, spawn_app, spawn_app_with, TestApp};
 use crate::proxies_support::{
     connect_any, expire_at, expired, meta, open_outage, request, with, Who,
 };
@@ -128,10 +128,7 @@ async fn degraded_pool_connection_lives_while_identity_is_down_and_expires_after
 
     // identity-service recovers; the background probe closes the failure streak.
     app.identity.answer_normally();
-    eventually("the probe sees identity-service again", async || {
-        app.health().await["identity_outage"]["consecutive_failure_count"] == json!(0)
-    })
-    .await;
+    identity_reachable_again(&app).await;
     app.post_signed("refresh", &body)
         .await
         .assert(200, expired());
@@ -162,10 +159,7 @@ async fn degraded_meta_follows_the_failure_streak() {
         .assert(200, expire_at(now + 300));
 
     app.identity.answer_normally();
-    eventually("the probe sees identity-service again", async || {
-        app.health().await["identity_outage"]["consecutive_failure_count"] == json!(0)
-    })
-    .await;
+    identity_reachable_again(&app).await;
     app.post_signed("refresh", &body)
         .await
         .assert(200, expired());
@@ -182,4 +176,12 @@ async fn identity_degraded_connection_expires_while_identity_is_reachable() {
     app.post_signed("refresh", &request("u-rf6", Some(&meta), json!({})))
         .await
         .assert(200, expired());
+}
+
+/// Waits until the background probe has closed the failure streak.
+async fn identity_reachable_again(app: &TestApp) {
+    eventually("the probe sees identity-service again", async || {
+        app.health().await["identity_outage"]["consecutive_failure_count"] == json!(0)
+    })
+    .await;
 }
