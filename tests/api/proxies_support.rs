@@ -10,7 +10,7 @@ use crate::helpers::TestApp;
 
 /// The reply bodies live in `replies`; re-exported for the proxies_* modules.
 pub use crate::replies::{
-    allowed, bad_payload, degraded_session, expire_at, expired, method_not_found,
+    allowed, bad_payload, degraded_session, expire_at, expired, meta, method_not_found,
     permission_denied, rpc_internal, too_large, too_many,
 };
 
@@ -165,23 +165,6 @@ pub async fn connect_any(app: &TestApp, ticket: &str) -> (String, Value) {
     let user = result["user"].as_str().expect("user").to_owned();
     assert_eq!(result["meta"]["user"], json!(user), "{}", response.text);
     (user, result["meta"].clone())
-}
-
-/// Meta written by hand, shaped exactly like connect's (for edge cases).
-pub fn meta(user: &str, family: &str, tier: &str) -> Value {
-    json!({
-        "user": user,
-        "family_id": family,
-        "subscription_tier": tier,
-        "is_admin": false,
-        "parental_state": {
-            "screen_time_lock": false,
-            "feature_lock_chat": false,
-            "feature_lock_diary": false,
-            "feature_lock_flowcoach": false,
-        },
-        "degraded": false,
-    })
 }
 
 /// Meta with one field changed (`path` is `"degraded"` or `"parental_state/feature_lock_chat"`).

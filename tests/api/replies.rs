@@ -25,10 +25,15 @@ pub fn internal_error() -> Value {
 
 /// Meta of `Scripted::success(user)`: family `family-of-<user>`, free tier, no locks.
 pub fn default_meta(user: &str) -> Value {
+    meta(user, &format!("family-of-{user}"), "free")
+}
+
+/// Meta shaped exactly like connect's, with no locks, not admin, not degraded.
+pub fn meta(user: &str, family: &str, tier: &str) -> Value {
     json!({
         "user": user,
-        "family_id": format!("family-of-{user}"),
-        "subscription_tier": "free",
+        "family_id": family,
+        "subscription_tier": tier,
         "is_admin": false,
         "parental_state": {
             "screen_time_lock": false,
