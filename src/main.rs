@@ -125,6 +125,17 @@ fn check_config() -> ExitCode {
             .map_or_else(|| "built-in".to_owned(), |p| p.display().to_string()),
         policy.namespaces().collect::<Vec<_>>().join(", ")
     );
+    // The pool file is read the way startup reads it, so a missing or unreadable mount shows
+    // here; it is a warning, not an error, because the service must start without it.
+    let pool = realtime_service::fallback::TicketPool::load(
+        settings.fallback_tickets_path().as_deref(),
+        settings.fallback_low_watermark,
+    );
+    println!(
+        "# fallback pool: {} ({} tickets)",
+        pool.status().as_str(),
+        pool.len()
+    );
     println!("# configuration OK");
     ExitCode::SUCCESS
 }

@@ -279,3 +279,36 @@ fn check_config_prints_redacted_settings() {
         );
     }
 }
+
+#[test]
+fn check_config_reports_the_pool_file_it_would_load() {
+    let dir = crate::helpers::TempDir::new();
+    let file = dir.0.join("tickets");
+    std::fs::write(&file, "cfg-pool-1\ncfg-pool-2\n\ncfg-pool-1\n").expect("write pool");
+    let path = file.display().to_string();
+    let cases = [
+        (path.as_str(), "# fallback pool: loaded (2 tickets)"),
+        (
+            "/var/run/definitely/missing",
+            "# fallback pool: missing (0 tickets)",
+        ),
+        ("", "# fallback pool: disabled (0 tickets)"),
+    ];
+    for (pool_path, line) in cases {
+        let output = check_config(&[
+            ("CENTRIFUGO_PROXY_AUTH", "none"),
+            ("FALLBACK_TICKETS_PATH", pool_path),
+        ]);
+        let stdout = text(&output.stdout);
+        // A missing pool is reported, not refused: the service must start without it.
+        assert_eq!(output.status.code(), Some(0), "{stdout}");
+        assert!(
+            stdout.lines().any(|l| l == line),
+            "no {line:?} in:\n{stdout}"
+        );
+        assert!(
+            !stdout.contains("cfg-pool-1"),
+            "a ticket was printed:\n{stdout}"
+        );
+    }
+}
