@@ -80,3 +80,82 @@ impl Gateway {
         self.detector.record(validation.reached_identity());
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::clock::Clock;
+    use crate::metrics::Metrics;
+    use crate::settings::Settings;
+
+    /// A listener that accepts connections, counts them, and never answers: a call through
+    /// it stays in flight until its deadline.
+    async fn silent_listener() -> (String, Arc<AtomicUsize>, tokio::task::JoinHandle<()>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                held.push(socket);
+            }
+        });
+        (addr, accepted, task)
+    }
+
+    #[tokio::test]
+    async fn the_background_probe_does_not_take_the_request_slot() {
+        let (addr, accepted, listener) = silent_listener().await;
+        let settings = Settings::from_pairs([
+            ("CENTRIFUGO_PROXY_AUTH", "none"),
+            ("IDENTITY_VALIDATE_GRPC_ADDRESS", addr.as_str()),
+            ("IDENTITY_VALIDATE_DEADLINE_MS", "5000"),
+        ])
+        .expect("settings");
+        let clock = Clock::manual();
+        let detector = OutageDetector::new(Duration::from_secs(5), clock.clone());
+        let gateway = Gateway::new(
+            IdentityClient::new(&settings, Metrics::new()).expect("client"),
+            detector.clone(),
+        );
+        detector.record(false);
+        clock.advance(Duration::from_secs(6));
+        assert!(detector.is_degraded());
+
+        let probe = tokio::spawn({
+            let gateway = gateway.clone();
+            async move { gateway.probe().await }
+        });
+        // The probe is in flight once its connection is accepted (and then hangs).
+        for _ in 0..500 {
+            if accepted.load(Ordering::SeqCst) > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert!(
+            accepted.load(Ordering::SeqCst) > 0,
+            "the probe never connected"
+        );
+        assert!(
+            !probe.is_finished(),
+            "the probe is still waiting for an answer"
+        );
+
+        // A request still gets the one degraded-mode slot; a second one is sent to the pool.
+        let slot = detector.admit();
+        assert!(slot.is_some(), "the probe must not hold the request slot");
+        assert!(detector.admit().is_none());
+
+        probe.abort();
+        listener.abort();
+    }
+}
