@@ -298,10 +298,7 @@ async fn identity_disconnect_is_passed_through_with_401() {
     }
     assert_eq!(outcome(&app, "disconnected").await, 6.0);
     // An answer, not an outage.
-    assert_eq!(
-        app.health().await["identity_outage"]["consecutive_failure_count"],
-        json!(0)
-    );
+    assert_no_failure_streak(&app).await;
 }
 
 #[tokio::test]
@@ -313,21 +310,14 @@ async fn ticket_refusal_codes_answer_invalid_ticket() {
         Code::Unauthenticated,
         Code::PermissionDenied,
     ];
-    for (i, code) in codes.into_iter().enumerate() {
-        let ticket = format!("conn-refuse-{i}");
-        app.identity.add_ticket(&ticket, Scripted::Status(code));
-        app.connect(&ticket).await.assert(401, invalid_ticket());
-    }
+    assert_codes_answer(&app, &codes, "conn-refuse", 401, invalid_ticket()).await;
     // Unknown and already used tickets are NOT_FOUND at the fake.
     app.connect("conn-refuse-unknown")
         .await
         .assert(401, invalid_ticket());
     assert_eq!(outcome(&app, "invalid_ticket").await, 5.0);
     assert_eq!(app.identity.calls(), 5);
-    assert_eq!(
-        app.health().await["identity_outage"]["consecutive_failure_count"],
-        json!(0)
-    );
+    assert_no_failure_streak(&app).await;
 }
 
 #[tokio::test]
@@ -423,17 +413,7 @@ async fn unusable_answers_are_internal_errors() {
         Code::DataLoss,
         Code::Cancelled,
     ];
-    for (i, code) in codes.into_iter().enumerate() {
-        let ticket = format!("conn-internal-{i}");
-        app.identity.add_ticket(&ticket, Scripted::Status(code));
-        let response = app.connect(&ticket).await;
-        assert_eq!(
-            (response.status, response.json()),
-            (500, internal_error()),
-            "{code:?}: {}",
-            response.text
-        );
-    }
+    assert_codes_answer(&app, &codes, "conn-internal", 500, internal_error()).await;
     // A success without a user would admit an anonymous connection; an empty oneof says nothing.
     app.identity
         .add_ticket("conn-internal-nouser", Scripted::success_with("", |_| {}));
@@ -448,10 +428,7 @@ async fn unusable_answers_are_internal_errors() {
         .await
         .assert(500, internal_error());
     assert_eq!(outcome(&app, "internal_error").await, 12.0);
-    assert_eq!(
-        app.health().await["identity_outage"]["consecutive_failure_count"],
-        json!(0)
-    );
+    assert_no_failure_streak(&app).await;
 }
 
 #[tokio::test]
@@ -709,5 +686,28 @@ fn grpc_timeout(value: &str) -> Duration {
         "u" => Duration::from_micros(n),
         "n" => Duration::from_nanos(n),
         _ => panic!("bad grpc-timeout unit in {value}"),
+    }
+}
+
+/// Answers (of any kind) are not outages: no failure streak is open.
+async fn assert_no_failure_streak(app: &TestApp) {
+    assert_eq!(
+        app.health().await["identity_outage"]["consecutive_failure_count"],
+        json!(0)
+    );
+}
+
+/// identity-service failing a fresh ticket with each of `codes` gets `status` and `body`.
+async fn assert_codes_answer(app: &TestApp, codes: &[Code], tag: &str, status: u16, body: Value) {
+    for (i, code) in codes.iter().enumerate() {
+        let ticket = format!("{tag}-{i}");
+        app.identity.add_ticket(&ticket, Scripted::Status(*code));
+        let response = app.connect(&ticket).await;
+        assert_eq!(
+            (response.status, response.json()),
+            (status, body.clone()),
+            "{code:?}: {}",
+            response.text
+        );
     }
 }
