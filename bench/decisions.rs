@@ -18,10 +18,10 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use realtime_service::http::auth::{sign, ProxyAuth};
+use realtime_service::config::Config;
 use realtime_service::meta::{ConnectionMeta, ParentalState, SubscriptionTier};
 use realtime_service::policy::{ChannelPolicy, DenyReason, PublishDecision, SubscribeDecision};
-use realtime_service::settings::Settings;
+use realtime_service::transport::http::auth::{sign, ProxyAuth};
 
 const WARMUP: Duration = Duration::from_millis(150);
 const BATCH_TARGET: Duration = Duration::from_millis(20);
@@ -122,12 +122,13 @@ fn main() {
     let body = request_body(300);
     assert_eq!(body.len(), 300);
 
-    let auth = ProxyAuth::from_settings(
-        &Settings::from_pairs([
+    let auth = ProxyAuth::new(
+        &Config::from_pairs([
             ("CENTRIFUGO_PROXY_AUTH", "hmac"),
             ("CENTRIFUGO_PROXY_SECRET", SECRET),
         ])
-        .expect("benchmark settings are valid"),
+        .expect("benchmark settings are valid")
+        .auth,
     );
     let mut signature = [0u8; 32];
     hex::decode_to_slice(sign(SECRET.as_bytes(), &body), &mut signature)

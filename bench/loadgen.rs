@@ -50,9 +50,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use realtime_service::http::auth::{sign, SIGNATURE_HEADER};
 use realtime_service::identity::proto::connect_proxy_service_client::ConnectProxyServiceClient;
 use realtime_service::identity::proto::ValidateRequest;
+use realtime_service::transport::http::auth::{sign, SIGNATURE_HEADER};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::transport::Channel;

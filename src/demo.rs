@@ -6,11 +6,11 @@
 use std::io::Write as _;
 use std::time::Duration;
 
+use crate::app::{shutdown_signal, Application};
+use crate::config::Settings;
 use crate::fake_identity::{FakeIdentity, Scripted};
-use crate::http::auth::{sign, SIGNATURE_HEADER};
 use crate::identity::proto;
-use crate::settings::Settings;
-use crate::startup::{shutdown_signal, Application};
+use crate::transport::http::auth::{sign, SIGNATURE_HEADER};
 
 const WINDOW_MS: u64 = 2000;
 const POOL_TICKETS: &[&str] = &["demo-pool-1", "demo-pool-2", "demo-pool-3"];

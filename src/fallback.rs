@@ -29,6 +29,14 @@ pub enum PoolStatus {
 }
 
 impl PoolStatus {
+    pub const ALL: &'static [Self] = &[
+        Self::Disabled,
+        Self::Loaded,
+        Self::Missing,
+        Self::Unreadable,
+        Self::Empty,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Disabled => "disabled",
@@ -82,6 +90,10 @@ pub enum Take {
         remaining: usize,
     },
     NotInPool,
+    /// In the set, but already consumed (by this process or, with a shared ledger, another).
+    Reused,
+    /// The consumed-ticket ledger could not record the claim: the caller fails closed.
+    LedgerUnavailable,
 }
 
 impl TicketPool {

@@ -1,40 +1,37 @@
 //! realtime-service: a Centrifugo v6 proxy backend.
 //!
 //! # Layout
-//! The request path reads top to bottom:
-//! - `http`: the edge. Routing, request authentication (`http::auth`, `http::extract`),
-//!   body limit, status mode, metrics and spans (`http::edge`), edge errors (`http::error`),
-//!   and thin handlers (`http::connect`, `http::proxies`, `http::ops`).
-//! - `centrifugo`: the proxy wire format and codes.
-//! - `connect`: the connect decision table, pure functions.
-//! - `authorize`: decisions for refresh, subscribe, sub_refresh, publish and rpc, pure
-//!   functions over the identity context (from meta) and the channel `policy`.
-//! - `ratelimit`: the per-user publish token bucket. `rpc`: routing rpc methods to HTTP backends.
-//! - `identity`: the identity-service gRPC client, answer classification, outage detector
-//!   and background probe.
-//! - `fallback`: the single-use static ticket pool.
-//! - `meta`: the identity context carried in connection meta.
-//! - `policy`: the channel policy (subscribe/publish rules per namespace), pure evaluation.
-//! - `settings`, `telemetry`, `metrics`, `startup`, `state`, `clock`: set up once at startup.
-//! - `fake_identity`, `demo`: the scriptable identity-service used by `demo`, the benchmark
-//!   and the tests.
+//! Requests flow down: transports -> use cases -> pure decisions.
+//! - `transport::http`: the HTTP edge (routing, request authentication, body limit, status
+//!   mode, metrics and spans, wire format) and the operational endpoints.
+//! - `service`: the use cases (connect, refresh, subscribe, sub_refresh, publish, rpc): the
+//!   only place that orchestrates identity-service, the outage detector, the fallback pool,
+//!   the rate limiter, rpc backends and the clock. Both transports call it.
+//! - `decide`: the decisions, pure functions over plain types (no I/O, no clock reads).
+//! - `proxy`: the neutral model both transports speak: requests, typed answers, codes,
+//!   outcome labels.
+//! - Below the use cases: `identity` (client, answer classification, outage detector, probe),
+//!   `fallback` (the single-use ticket pool), `policy` (channel rules), `ratelimit`,
+//!   `rpc` (backend routing and calls), `meta` (the identity context carried in meta).
+//! - Set up once at startup: `config` (environment -> ready sections), `telemetry`,
+//!   `metrics`, `clock`, and `app` (build, run, drain).
+//! - `demo`: the `demo` subcommand, with its embedded identity-service.
 #![forbid(unsafe_code)]
 
-pub mod authorize;
-pub mod centrifugo;
+pub mod app;
 pub mod clock;
-pub mod connect;
+pub mod config;
+pub(crate) mod decide;
 pub mod demo;
 pub mod fake_identity;
-pub mod fallback;
-pub mod http;
+pub(crate) mod fallback;
 pub mod identity;
 pub mod meta;
-pub mod metrics;
+pub(crate) mod metrics;
 pub mod policy;
-pub mod ratelimit;
-pub mod rpc;
-pub mod settings;
-pub mod startup;
-pub mod state;
+pub(crate) mod proxy;
+pub(crate) mod ratelimit;
+pub(crate) mod rpc;
+pub(crate) mod service;
 pub mod telemetry;
+pub mod transport;

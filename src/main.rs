@@ -5,8 +5,9 @@
 
 use std::process::ExitCode;
 
-use realtime_service::settings::Settings;
-use realtime_service::startup::{shutdown_signal, Application};
+use realtime_service::app::{shutdown_signal, Application, StartupError};
+use realtime_service::clock::Clock;
+use realtime_service::config::{Config, Settings};
 use realtime_service::telemetry;
 
 const USAGE: &str = "\
@@ -57,21 +58,26 @@ fn runtime() -> tokio::runtime::Runtime {
     }
 }
 
-fn load_settings() -> Result<Settings, ExitCode> {
-    Settings::from_env().map_err(|e| {
-        eprintln!("realtime-service: configuration error: {e}");
-        ExitCode::from(EXIT_CONFIG)
-    })
+/// The whole configuration, every problem reported at once.
+fn load_config() -> Result<Config, ExitCode> {
+    Settings::from_env()
+        .and_then(|settings| Config::from_settings(&settings))
+        .map_err(|errors| {
+            for e in errors.iter() {
+                eprintln!("realtime-service: configuration error: {e}");
+            }
+            ExitCode::from(EXIT_CONFIG)
+        })
 }
 
 /// Telemetry is set up and shut down outside the async runtime: the OTLP exporter's HTTP
 /// client runs on its own thread and must not be created or dropped on a runtime thread.
 fn serve() -> ExitCode {
-    let settings = match load_settings() {
-        Ok(s) => s,
+    let config = match load_config() {
+        Ok(config) => config,
         Err(code) => return code,
     };
-    let telemetry = match telemetry::init(&settings) {
+    let telemetry = match telemetry::init(&config.telemetry) {
         Ok(guard) => guard,
         Err(e) => {
             eprintln!("realtime-service: configuration error: {e}");
@@ -79,7 +85,7 @@ fn serve() -> ExitCode {
         }
     };
     let code = runtime().block_on(async {
-        match Application::build(&settings).await {
+        match Application::from_config(config, Clock::system()).await {
             Ok(app) => match app.run_until(shutdown_signal()).await {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -91,8 +97,7 @@ fn serve() -> ExitCode {
                 tracing::error!(error = %e, "startup failed");
                 eprintln!("realtime-service: {e}");
                 ExitCode::from(match e {
-                    realtime_service::startup::StartupError::Config(_)
-                    | realtime_service::startup::StartupError::Policy(_) => EXIT_CONFIG,
+                    StartupError::Config(_) | StartupError::Policy(_) => EXIT_CONFIG,
                     _ => EXIT_RUNTIME,
                 })
             }
@@ -104,11 +109,25 @@ fn serve() -> ExitCode {
 
 /// Validates everything startup would (environment, channel policy) without serving.
 fn check_config() -> ExitCode {
-    let settings = match load_settings() {
+    let settings = match Settings::from_env() {
         Ok(settings) => settings,
-        Err(code) => return code,
+        Err(errors) => {
+            for e in errors.iter() {
+                eprintln!("realtime-service: configuration error: {e}");
+            }
+            return ExitCode::from(EXIT_CONFIG);
+        }
     };
-    let policy = match realtime_service::startup::load_policy(&settings) {
+    let config = match Config::from_settings(&settings) {
+        Ok(config) => config,
+        Err(errors) => {
+            for e in errors.iter() {
+                eprintln!("realtime-service: configuration error: {e}");
+            }
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let policy = match realtime_service::app::load_policy(config.policy_path.as_deref()) {
         Ok(policy) => policy,
         Err(e) => {
             eprintln!("realtime-service: configuration error: CHANNEL_POLICY_PATH: {e}");
@@ -120,29 +139,26 @@ fn check_config() -> ExitCode {
     }
     println!(
         "# channel policy: {} ({})",
-        settings
-            .channel_policy_path()
+        config
+            .policy_path
+            .as_ref()
             .map_or_else(|| "built-in".to_owned(), |p| p.display().to_string()),
         policy.namespaces().collect::<Vec<_>>().join(", ")
     );
     // The pool file is read the way startup reads it, so a missing or unreadable mount shows
     // here; it is a warning, not an error, because the service must start without it.
-    let pool = realtime_service::fallback::TicketPool::load(
-        settings.fallback_tickets_path().as_deref(),
-        settings.fallback_low_watermark,
-    );
-    println!(
-        "# fallback pool: {} ({} tickets)",
-        pool.status().as_str(),
-        pool.len()
-    );
+    let pool = realtime_service::app::pool_status(&config);
+    println!("# fallback pool: {pool}");
     println!("# configuration OK");
     ExitCode::SUCCESS
 }
 
 async fn demo() -> ExitCode {
-    let settings = Settings::from_pairs([("CENTRIFUGO_PROXY_AUTH", "none"), ("LOG_LEVEL", "info")]);
-    let _telemetry = settings.as_ref().ok().and_then(|s| telemetry::init(s).ok());
+    let config = Config::from_pairs([("CENTRIFUGO_PROXY_AUTH", "none"), ("LOG_LEVEL", "info")]);
+    let _telemetry = config
+        .as_ref()
+        .ok()
+        .and_then(|c| telemetry::init(&c.telemetry).ok());
     match realtime_service::demo::run().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -81,6 +81,33 @@ impl ParentalState {
 }
 
 impl ConnectionMeta {
+    /// `FIELDS` in name order, the order `info` is written in.
+    pub const FIELDS_BY_NAME: &'static [&'static str] = &[
+        "degraded",
+        "fallback_path",
+        "family_id",
+        "is_admin",
+        "parental_state",
+        "subscription_tier",
+        "user",
+    ];
+
+    /// One field's value as JSON text; `None` for an unknown field or an absent
+    /// `fallback_path`.
+    pub fn field_json(&self, name: &str) -> Option<Vec<u8>> {
+        let value = match name {
+            "user" => serde_json::to_vec(&self.user),
+            "family_id" => serde_json::to_vec(&self.family_id),
+            "subscription_tier" => serde_json::to_vec(&self.subscription_tier),
+            "is_admin" => serde_json::to_vec(&self.is_admin),
+            "parental_state" => serde_json::to_vec(&self.parental_state),
+            "degraded" => serde_json::to_vec(&self.degraded),
+            "fallback_path" => serde_json::to_vec(self.fallback_path.as_ref()?),
+            _ => return None,
+        };
+        value.ok()
+    }
+
     /// Field names as they appear in meta JSON; `CONNECT_INFO_FIELDS` may name any of them.
     pub const FIELDS: &'static [&'static str] = &[
         "user",

@@ -5,6 +5,8 @@
 //! value that can occur is initialised at startup, so that dashboards and alerts see a 0
 //! series from the first scrape instead of an absent one.
 
+use crate::fallback::PoolStatus;
+use crate::proxy::{AuthFailure, ConnectOutcome, Outcome, ProxyKind, Transport};
 use prometheus::{
     Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
@@ -18,27 +20,17 @@ const LATENCY_BUCKETS: &[f64] = &[
     2.5, 3.0, 5.0,
 ];
 
-/// Proxy types served under `/centrifugo/<type>`.
-pub const PROXY_TYPES: &[&str] = &[
-    "connect",
-    "refresh",
-    "subscribe",
-    "publish",
-    "sub_refresh",
-    "rpc",
-];
-
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
     /// Proxy calls answered, by proxy type and the HTTP status the service decided on (before
     /// `PROXY_HTTP_STATUS_MODE=always_200` rewrites it).
     pub proxy_requests: IntCounterVec,
-    /// Time to answer a proxy call, by proxy type.
+    /// Time to answer a proxy call, by proxy type and transport.
     pub proxy_duration: HistogramVec,
-    /// Connect decisions by outcome.
+    /// Connect decisions by outcome and transport.
     pub connect_outcomes: IntCounterVec,
-    /// Decisions of the non-connect proxies, by proxy type and outcome.
+    /// Decisions of the non-connect proxies, by proxy type, outcome and transport.
     pub proxy_decisions: IntCounterVec,
     /// identity-service Validate calls, by gRPC code (`transport` when no answer arrived) and
     /// by who called (`request` or the background `probe`).
@@ -61,60 +53,6 @@ pub struct Metrics {
     pub outage_age: Gauge,
 }
 
-pub const CONNECT_OUTCOMES: &[&str] = &[
-    "accepted",
-    "accepted_degraded",
-    "disconnected",
-    "invalid_ticket",
-    "identity_error",
-    "unavailable",
-    "fallback_pool_consumed",
-    "fallback_pool_miss",
-    "bad_request",
-    "internal_error",
-];
-
-/// Every outcome each non-connect proxy can decide (`crate::authorize`, `crate::rpc`).
-pub const DECISION_OUTCOMES: &[(&str, &[&str])] = &[
-    (
-        "refresh",
-        &["extended", "extended_degraded", "expired", "bad_context"],
-    ),
-    (
-        "subscribe",
-        &["allowed", "denied", "degraded", "bad_context"],
-    ),
-    ("sub_refresh", &["extended", "expired", "bad_context"]),
-    (
-        "publish",
-        &[
-            "allowed",
-            "denied",
-            "degraded",
-            "bad_context",
-            "bad_payload",
-            "payload_too_large",
-            "rate_limited",
-        ],
-    ),
-    (
-        "rpc",
-        &[
-            "allowed",
-            "degraded",
-            "bad_context",
-            "bad_payload",
-            "method_not_found",
-            "backend_refused",
-            "backend_error",
-        ],
-    ),
-];
-
-pub const AUTH_REJECTION_REASONS: &[&str] = &["missing", "malformed", "mismatch"];
-
-pub const POOL_STATUSES: &[&str] = &["disabled", "loaded", "missing", "unreadable", "empty"];
-
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
@@ -130,26 +68,26 @@ impl Metrics {
             proxy_duration: HistogramVec::new(
                 HistogramOpts::new(
                     "realtime_proxy_request_duration_seconds",
-                    "Time to answer a Centrifugo proxy call, by proxy type.",
+                    "Time to answer a Centrifugo proxy call, by proxy type and transport.",
                 )
                 .buckets(LATENCY_BUCKETS.to_vec()),
-                &["proxy"],
+                &["proxy", "transport"],
             )
             .expect("static metric definition"),
             connect_outcomes: IntCounterVec::new(
                 Opts::new(
                     "realtime_centrifugo_connect_total",
-                    "Connect proxy decisions, by outcome.",
+                    "Connect proxy decisions, by outcome and transport.",
                 ),
-                &["outcome"],
+                &["outcome", "transport"],
             )
             .expect("static metric definition"),
             proxy_decisions: IntCounterVec::new(
                 Opts::new(
                     "realtime_proxy_decisions_total",
-                    "Decisions of the refresh, subscribe, publish, sub_refresh and rpc proxies, by outcome.",
+                    "Decisions of the refresh, subscribe, publish, sub_refresh and rpc proxies, by outcome and transport.",
                 ),
-                &["proxy", "outcome"],
+                &["proxy", "outcome", "transport"],
             )
             .expect("static metric definition"),
             identity_duration: HistogramVec::new(
@@ -238,34 +176,44 @@ impl Metrics {
     }
 
     fn initialise_label_sets(&self) {
-        for proxy in PROXY_TYPES {
-            self.proxy_duration.with_label_values(&[*proxy]);
-            // Statuses the shared edge can answer on every route.
+        for proxy in ProxyKind::ALL {
+            let proxy = proxy.as_str();
+            // Statuses the shared HTTP edge can answer on every route.
             for status in ["200", "400", "401", "413"] {
-                self.proxy_requests.with_label_values(&[*proxy, status]);
+                self.proxy_requests.with_label_values(&[proxy, status]);
             }
         }
         for status in ["500", "503"] {
             self.proxy_requests.with_label_values(&["connect", status]);
         }
-        for (proxy, outcomes) in DECISION_OUTCOMES {
-            for outcome in *outcomes {
-                self.proxy_decisions.with_label_values(&[*proxy, *outcome]);
+        for transport in Transport::ALL {
+            let transport = transport.as_str();
+            for proxy in ProxyKind::ALL {
+                self.proxy_duration
+                    .with_label_values(&[proxy.as_str(), transport]);
+                for outcome in Outcome::possible_for(*proxy) {
+                    self.proxy_decisions.with_label_values(&[
+                        proxy.as_str(),
+                        outcome.as_str(),
+                        transport,
+                    ]);
+                }
+            }
+            for outcome in ConnectOutcome::ALL {
+                self.connect_outcomes
+                    .with_label_values(&[outcome.as_str(), transport]);
             }
         }
-        for outcome in CONNECT_OUTCOMES {
-            self.connect_outcomes.with_label_values(&[*outcome]);
-        }
-        for reason in AUTH_REJECTION_REASONS {
-            self.auth_rejections.with_label_values(&[*reason]);
+        for reason in AuthFailure::ALL {
+            self.auth_rejections.with_label_values(&[reason.as_str()]);
         }
         for source in ["request", "probe"] {
             for code in ["ok", "unavailable", "deadline_exceeded", "transport"] {
                 self.identity_duration.with_label_values(&[code, source]);
             }
         }
-        for status in POOL_STATUSES {
-            self.pool_status.with_label_values(&[*status]);
+        for status in PoolStatus::ALL {
+            self.pool_status.with_label_values(&[status.as_str()]);
         }
         self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -273,10 +221,10 @@ impl Metrics {
     }
 
     /// Sets the pool status gauge to 1 for `status` and 0 for the others.
-    pub fn set_pool_status(&self, status: &str) {
-        for s in POOL_STATUSES {
+    pub fn set_pool_status(&self, status: PoolStatus) {
+        for s in PoolStatus::ALL {
             self.pool_status
-                .with_label_values(&[*s])
+                .with_label_values(&[s.as_str()])
                 .set(i64::from(*s == status));
         }
     }

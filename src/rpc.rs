@@ -1,6 +1,6 @@
 //! The rpc proxy's backends: routing a method to an HTTP backend by its prefix
-//! (`family.get_members` -> the `family` backend from `RPC_ROUTES`), the call itself with a
-//! deadline, and the mapping of the backend's answer onto Centrifugo's rpc reply.
+//! (`family.get_members` -> the `family` backend from `RPC_ROUTES`) and the call itself with
+//! a deadline. Mapping the answer onto Centrifugo's reply is a decision (`decide::rpc`).
 //!
 //! Backends are plain HTTP inside the cluster; https URLs are refused at startup rather than
 //! silently downgraded (this build carries no TLS client for them; see the README).
@@ -10,13 +10,18 @@ use std::time::Duration;
 
 use serde::Serialize;
 use serde_json::value::RawValue;
-use serde_json::Value;
-
-use crate::centrifugo::{codes, Reply};
-use crate::settings::{invalid, ConfigError};
 
 /// Largest backend answer read; a larger one is treated as a backend failure.
 const MAX_BACKEND_BODY: usize = 1024 * 1024;
+
+/// A bad `RPC_ROUTES` value; the message names the variable, its only source.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("RPC_ROUTES: {0}")]
+pub struct RoutesError(pub String);
+
+fn invalid(_var: &str, message: impl Into<String>) -> RoutesError {
+    RoutesError(message.into())
+}
 
 /// Method prefix -> backend URL.
 #[derive(Debug, Clone, Default)]
@@ -24,7 +29,7 @@ pub struct Routes(HashMap<String, String>);
 
 impl Routes {
     /// Parses `RPC_ROUTES`: `prefix=http://host:port/path[,prefix=...]`.
-    pub fn parse(raw: &str) -> Result<Self, ConfigError> {
+    pub fn parse(raw: &str) -> Result<Self, RoutesError> {
         const VAR: &str = "RPC_ROUTES";
         let mut routes = HashMap::new();
         for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
@@ -84,53 +89,12 @@ pub struct BackendRequest<'a> {
 pub enum BackendAnswer {
     Status {
         status: u16,
+        /// The status's reason phrase, for refusals without a message of their own.
+        reason: &'static str,
         body: Vec<u8>,
     },
     /// Timeout, connection refused, reset, oversized body.
     Failed,
-}
-
-/// Outcome label and reply for a backend answer.
-pub fn map_answer(answer: &BackendAnswer) -> (&'static str, Reply<Value>) {
-    let failure = || {
-        (
-            "backend_error",
-            Reply::temporary_error(codes::ERROR_INTERNAL, "internal error"),
-        )
-    };
-    let BackendAnswer::Status { status, body } = answer else {
-        return failure();
-    };
-    match *status {
-        200 => match serde_json::from_slice::<Value>(body) {
-            Ok(data) => (
-                "allowed",
-                Reply::Result(serde_json::json!({ "data": data })),
-            ),
-            Err(_) => failure(),
-        },
-        400..=499 => {
-            let message = serde_json::from_slice::<Value>(body)
-                .ok()
-                .and_then(|v| v.get("message").and_then(Value::as_str).map(str::to_owned))
-                .unwrap_or_else(|| {
-                    axum::http::StatusCode::from_u16(*status)
-                        .ok()
-                        .and_then(|s| s.canonical_reason())
-                        .unwrap_or("error")
-                        .to_owned()
-                });
-            (
-                "backend_refused",
-                Reply::Error(crate::centrifugo::ErrorBody {
-                    code: u32::from(*status),
-                    message: message.into(),
-                    temporary: false,
-                }),
-            )
-        }
-        _ => failure(),
-    }
 }
 
 /// The HTTP client for backends: one pooled client, a whole-call deadline.
@@ -138,31 +102,24 @@ pub fn map_answer(answer: &BackendAnswer) -> (&'static str, Reply<Value>) {
 pub struct RpcClient {
     routes: std::sync::Arc<Routes>,
     http: reqwest::Client,
-    deadline: Duration,
 }
 
 impl RpcClient {
-    pub fn new(routes: Routes, deadline: Duration) -> Result<Self, ConfigError> {
+    pub fn new(routes: Routes, deadline: Duration) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .timeout(deadline)
             .connect_timeout(deadline)
             // Backends are addressed directly; an HTTP_PROXY variable must not reroute them.
             .no_proxy()
-            .build()
-            .map_err(|e| invalid("RPC_ROUTES", format!("cannot build the HTTP client: {e}")))?;
+            .build()?;
         Ok(Self {
             routes: std::sync::Arc::new(routes),
             http,
-            deadline,
         })
     }
 
     pub fn routes(&self) -> &Routes {
         &self.routes
-    }
-
-    pub fn deadline(&self) -> Duration {
-        self.deadline
     }
 
     /// One POST to the backend; never retried (the call may have had effects).
@@ -201,8 +158,20 @@ impl RpcClient {
                 }
             }
         }
-        BackendAnswer::Status { status, body }
+        BackendAnswer::Status {
+            status,
+            reason: reason_phrase(status),
+            body,
+        }
     }
+}
+
+/// The standard reason phrase of an HTTP status (`Forbidden` for 403).
+pub fn reason_phrase(status: u16) -> &'static str {
+    reqwest::StatusCode::from_u16(status)
+        .ok()
+        .and_then(|s| s.canonical_reason())
+        .unwrap_or("error")
 }
 
 #[cfg(test)]
@@ -239,39 +208,5 @@ mod tests {
             let err = Routes::parse(bad).expect_err(bad).to_string();
             assert!(err.starts_with("RPC_ROUTES:"), "{bad}: {err}");
         }
-    }
-
-    fn mapped(status: u16, body: &str) -> Value {
-        let answer = BackendAnswer::Status {
-            status,
-            body: body.as_bytes().to_vec(),
-        };
-        serde_json::to_value(map_answer(&answer).1).expect("json")
-    }
-
-    #[test]
-    fn backend_answers_map_to_rpc_replies() {
-        assert_eq!(
-            mapped(200, r#"{"members":[1]}"#),
-            serde_json::json!({"result":{"data":{"members":[1]}}})
-        );
-        assert_eq!(
-            mapped(404, r#"{"message":"no such family"}"#),
-            serde_json::json!({"error":{"code":404,"message":"no such family"}})
-        );
-        assert_eq!(
-            mapped(403, "nope"),
-            serde_json::json!({"error":{"code":403,"message":"Forbidden"}})
-        );
-        let internal =
-            serde_json::json!({"error":{"code":100,"message":"internal error","temporary":true}});
-        assert_eq!(mapped(500, "{}"), internal);
-        assert_eq!(mapped(503, ""), internal);
-        assert_eq!(mapped(200, "not json"), internal);
-        assert_eq!(mapped(302, ""), internal);
-        assert_eq!(
-            serde_json::to_value(map_answer(&BackendAnswer::Failed).1).expect("json"),
-            internal
-        );
     }
 }

@@ -19,7 +19,7 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::settings::{LogFormat, Settings};
+use crate::config::{LogFormat, Telemetry};
 
 /// Flushes and shuts the tracer down when the service exits.
 pub struct TelemetryGuard {
@@ -38,7 +38,7 @@ impl TelemetryGuard {
 }
 
 /// Installs the global subscriber and propagator. Call once, from `main`.
-pub fn init(settings: &Settings) -> Result<TelemetryGuard, TelemetryError> {
+pub fn init(settings: &Telemetry) -> Result<TelemetryGuard, TelemetryError> {
     install_propagator();
 
     let filter = EnvFilter::try_new(&settings.log_level)
@@ -53,7 +53,7 @@ pub fn init(settings: &Settings) -> Result<TelemetryGuard, TelemetryError> {
 
     let provider = tracer_provider(settings)?;
     let otel = provider.as_ref().map(|p| {
-        tracing_opentelemetry::layer().with_tracer(p.tracer(settings.otel_service_name.clone()))
+        tracing_opentelemetry::layer().with_tracer(p.tracer(settings.service_name.clone()))
     });
 
     tracing_subscriber::registry()
@@ -70,10 +70,9 @@ pub fn install_propagator() {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
 }
 
-fn tracer_provider(settings: &Settings) -> Result<Option<SdkTracerProvider>, TelemetryError> {
-    let endpoint = match &settings.otel_exporter_otlp_endpoint {
-        Some(endpoint) if !settings.otel_sdk_disabled && !endpoint.trim().is_empty() => endpoint,
-        _ => return Ok(None),
+fn tracer_provider(settings: &Telemetry) -> Result<Option<SdkTracerProvider>, TelemetryError> {
+    let Some(endpoint) = &settings.otlp_endpoint else {
+        return Ok(None);
     };
     // The variable is the collector's base URL (as the OTel spec defines it); the HTTP
     // exporter wants the signal's own path.
@@ -88,11 +87,11 @@ fn tracer_provider(settings: &Settings) -> Result<Option<SdkTracerProvider>, Tel
         .with_batch_exporter(exporter)
         // Follow the caller's sampling decision; sample new root traces at the configured ratio.
         .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-            settings.otel_traces_sampler_arg,
+            settings.sampler_ratio,
         ))))
         .with_resource(
             Resource::builder()
-                .with_service_name(settings.otel_service_name.clone())
+                .with_service_name(settings.service_name.clone())
                 .build(),
         )
         .build();

@@ -17,8 +17,8 @@ use super::outcome::{code_label, Validation};
 use super::proto::connect_proxy_service_client::ConnectProxyServiceClient;
 use super::proto::ValidateRequest;
 use super::TicketCall;
+use crate::config;
 use crate::metrics::Metrics;
-use crate::settings::{ConfigError, Negotiation, Settings};
 
 /// Who made a call; a metric label, so probes do not blur request latency.
 #[derive(Debug, Clone, Copy)]
@@ -44,33 +44,27 @@ pub struct IdentityClient {
 }
 
 impl IdentityClient {
-    /// Builds the lazily connecting client. Fails only on configuration errors.
-    pub fn new(settings: &Settings, metrics: Metrics) -> Result<Self, ConfigError> {
-        let deadline = settings.validate_deadline();
-        let mut endpoint = Endpoint::from(settings.identity_uri()?)
+    /// Builds the lazily connecting client. Fails only on TLS configuration errors.
+    pub fn new(
+        config: &config::Identity,
+        metrics: Metrics,
+    ) -> Result<Self, tonic::transport::Error> {
+        let deadline = config.deadline;
+        let mut endpoint = Endpoint::from(config.uri.clone())
             // A dial that cannot finish within the deadline is as good as failed.
             .connect_timeout(deadline)
             .tcp_nodelay(true)
             // Notice a silently dead connection between calls instead of on the next ticket.
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10));
-        if settings.identity_validate_negotiation_type == Negotiation::Tls {
-            endpoint = endpoint
-                .tls_config(ClientTlsConfig::new().with_webpki_roots())
-                .map_err(|e| ConfigError::Invalid {
-                    var: "IDENTITY_VALIDATE_NEGOTIATION_TYPE".into(),
-                    message: format!("cannot set up TLS: {e}"),
-                })?;
+        if config.tls {
+            endpoint = endpoint.tls_config(ClientTlsConfig::new().with_webpki_roots())?;
         }
         Ok(Self {
             client: ConnectProxyServiceClient::new(endpoint.connect_lazy()),
             deadline,
             metrics,
         })
-    }
-
-    pub fn deadline(&self) -> Duration {
-        self.deadline
     }
 
     /// One Validate call, classified. Never retried.

@@ -53,10 +53,6 @@ impl Gateway {
         &self.detector
     }
 
-    pub fn client(&self) -> &IdentityClient {
-        &self.client
-    }
-
     /// Validates a connect ticket, respecting the degraded-mode single slot.
     pub async fn validate(&self, call: TicketCall<'_>) -> Attempt {
         let Some(_slot) = self.detector.admit() else {
@@ -89,8 +85,8 @@ mod tests {
 
     use super::*;
     use crate::clock::Clock;
+    use crate::config::Config;
     use crate::metrics::Metrics;
-    use crate::settings::Settings;
 
     /// A listener that accepts connections, counts them, and never answers: a call through
     /// it stays in flight until its deadline.
@@ -114,16 +110,16 @@ mod tests {
     #[tokio::test]
     async fn the_background_probe_does_not_take_the_request_slot() {
         let (addr, accepted, listener) = silent_listener().await;
-        let settings = Settings::from_pairs([
+        let config = Config::from_pairs([
             ("CENTRIFUGO_PROXY_AUTH", "none"),
             ("IDENTITY_VALIDATE_GRPC_ADDRESS", addr.as_str()),
             ("IDENTITY_VALIDATE_DEADLINE_MS", "5000"),
         ])
-        .expect("settings");
+        .expect("config");
         let clock = Clock::manual();
         let detector = OutageDetector::new(Duration::from_secs(5), clock.clone());
         let gateway = Gateway::new(
-            IdentityClient::new(&settings, Metrics::new()).expect("client"),
+            IdentityClient::new(&config.identity, Metrics::new()).expect("client"),
             detector.clone(),
         );
         detector.record(false);

@@ -2,7 +2,7 @@
 //! rotation, `none`, and that the check runs before anything else looks at the body.
 
 use realtime_service::fake_identity::Scripted;
-use realtime_service::http::auth::{sign, SECRET_HEADER, SIGNATURE_HEADER};
+use realtime_service::transport::http::auth::{sign, SECRET_HEADER, SIGNATURE_HEADER};
 use serde_json::json;
 
 use crate::helpers::{connect_body, spawn_app, spawn_app_with, TestApp, SECRET};

@@ -3,8 +3,8 @@
 
 use std::process::{Command, Output};
 
-use realtime_service::settings::Settings;
-use realtime_service::startup::{Application, StartupError};
+use realtime_service::app::{Application, StartupError};
+use realtime_service::config::{Config, Settings};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_realtime-service");
 const CONFIG_SECRET: &str = "cfg-secret-value-9d2e";
@@ -28,7 +28,7 @@ fn pairs(extra: &[(&str, &str)]) -> Vec<(String, String)> {
 
 #[track_caller]
 fn rejected(extra: &[(&str, &str)]) -> String {
-    match Settings::from_pairs(pairs(extra)) {
+    match Config::from_pairs(pairs(extra)) {
         Ok(_) => panic!("accepted: {extra:?}"),
         Err(e) => e.to_string(),
     }
@@ -36,7 +36,10 @@ fn rejected(extra: &[(&str, &str)]) -> String {
 
 #[track_caller]
 fn accepted(extra: &[(&str, &str)]) -> Settings {
-    Settings::from_pairs(pairs(extra)).unwrap_or_else(|e| panic!("rejected {extra:?}: {e}"))
+    let settings =
+        Settings::from_pairs(pairs(extra)).unwrap_or_else(|e| panic!("rejected {extra:?}: {e}"));
+    Config::from_settings(&settings).unwrap_or_else(|e| panic!("rejected {extra:?}: {e}"));
+    settings
 }
 
 const POOL: (&str, &str) = ("FALLBACK_TICKETS_PATH", "/var/run/secrets/tickets");
@@ -108,7 +111,7 @@ fn the_secret_is_required_unless_auth_is_none() {
             if let Some(s) = secret {
                 env.push(("CENTRIFUGO_PROXY_SECRET".to_owned(), s.to_owned()));
             }
-            let err = Settings::from_pairs(env)
+            let err = Config::from_pairs(env)
                 .expect_err("secret required")
                 .to_string();
             assert!(
@@ -118,11 +121,11 @@ fn the_secret_is_required_unless_auth_is_none() {
         }
     }
     // Default mode is hmac.
-    let err = Settings::from_pairs(Vec::<(String, String)>::new())
+    let err = Config::from_pairs(Vec::<(String, String)>::new())
         .expect_err("secret required")
         .to_string();
     assert!(err.starts_with("CENTRIFUGO_PROXY_SECRET:"), "{err}");
-    Settings::from_pairs([("CENTRIFUGO_PROXY_AUTH", "none")]).expect("none needs no secret");
+    Config::from_pairs([("CENTRIFUGO_PROXY_AUTH", "none")]).expect("none needs no secret");
 }
 
 #[test]

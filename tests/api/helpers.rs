@@ -4,12 +4,12 @@
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
+use realtime_service::app::{Application, Shutdown};
 use realtime_service::clock::Clock;
+use realtime_service::config::Settings;
 use realtime_service::fake_identity::FakeIdentity;
-use realtime_service::http::auth::{sign, SIGNATURE_HEADER};
-use realtime_service::settings::Settings;
-use realtime_service::startup::{Application, Shutdown};
-use realtime_service::state::AppState;
+use realtime_service::transport::http::auth::{sign, SIGNATURE_HEADER};
+use realtime_service::transport::http::AppState;
 use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -232,18 +232,12 @@ impl TestApp {
         response.json()
     }
 
-    /// The value of one sample in `/metrics`, e.g. `realtime_centrifugo_connect_total{outcome="accepted"}`.
+    /// The value of a sample in `/metrics`, e.g. `realtime_centrifugo_connect_total{outcome="accepted"}`:
+    /// the sum over every series of that name whose labels include the given ones (so a
+    /// sample named without its `transport` label counts both transports).
     pub async fn metric(&self, sample: &str) -> f64 {
         let text = self.get("/metrics").await.text;
-        text.lines()
-            .find_map(|line| {
-                line.strip_prefix(sample)
-                    .and_then(|rest| rest.strip_prefix(' '))
-            })
-            .unwrap_or_else(|| panic!("no sample {sample} in:\n{text}"))
-            .trim()
-            .parse()
-            .expect("numeric sample")
+        metric_in(&text, sample).unwrap_or_else(|| panic!("no sample {sample} in:\n{text}"))
     }
 
     /// Moves the service's clock past the degraded window.
@@ -257,6 +251,35 @@ impl TestApp {
             let _ = tx.send(kind);
         }
         self.server.take().expect("server running")
+    }
+}
+
+/// See `TestApp::metric`.
+pub fn metric_in(text: &str, sample: &str) -> Option<f64> {
+    let (name, wanted) = split_sample(sample);
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (series_name, labels) = split_sample(series);
+        if series_name == name && wanted.iter().all(|w| labels.contains(w)) {
+            *found.get_or_insert(0.0) += value.trim().parse::<f64>().expect("numeric sample");
+        }
+    }
+    found
+}
+
+fn split_sample(sample: &str) -> (&str, Vec<&str>) {
+    match sample.split_once('{') {
+        Some((name, rest)) => (
+            name,
+            rest.trim_end_matches('}')
+                .split(',')
+                .filter(|l| !l.is_empty())
+                .collect(),
+        ),
+        None => (sample, Vec::new()),
     }
 }
 

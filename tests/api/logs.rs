@@ -1,7 +1,7 @@
 //! No ticket, secret or signature ever appears in logs, `/health` or `/metrics`.
 
 use realtime_service::fake_identity::Scripted;
-use realtime_service::http::auth::{sign, SECRET_HEADER, SIGNATURE_HEADER};
+use realtime_service::transport::http::auth::{sign, SECRET_HEADER, SIGNATURE_HEADER};
 use tonic::Code;
 
 use crate::helpers::{captured_logs, connect_body, spawn_app_with, SECRET};

@@ -4,10 +4,10 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use realtime_service::app::{Application, Shutdown};
 use realtime_service::clock::Clock;
+use realtime_service::config::Settings;
 use realtime_service::fake_identity::Scripted;
-use realtime_service::settings::Settings;
-use realtime_service::startup::{Application, Shutdown};
 use serde_json::json;
 use tonic::Code;
 
@@ -42,7 +42,7 @@ async fn health_reports_a_degraded_outage_and_the_pool() {
     app.identity.fail_with(Code::Unavailable);
     let body = crate::helpers::connect_body("ops-health-1");
     let header = [(
-        realtime_service::http::auth::SECRET_HEADER,
+        realtime_service::transport::http::auth::SECRET_HEADER,
         crate::helpers::SECRET,
     )];
     app.post_with_headers("connect", body.as_bytes(), &header)
@@ -133,12 +133,17 @@ async fn shutdown_finishes_in_flight_requests() {
     let client = app.client.clone();
     let url = format!("{}/centrifugo/connect", app.address);
     let body = crate::helpers::connect_body("ops-inflight-2");
-    let signature =
-        realtime_service::http::auth::sign(crate::helpers::SECRET.as_bytes(), body.as_bytes());
+    let signature = realtime_service::transport::http::auth::sign(
+        crate::helpers::SECRET.as_bytes(),
+        body.as_bytes(),
+    );
     let request = tokio::spawn(async move {
         let response = client
             .post(url)
-            .header(realtime_service::http::auth::SIGNATURE_HEADER, signature)
+            .header(
+                realtime_service::transport::http::auth::SIGNATURE_HEADER,
+                signature,
+            )
             .body(body)
             .send()
             .await

@@ -2,7 +2,7 @@
 //! under concurrency, misses, and when the pool is (not) consulted.
 
 use realtime_service::fake_identity::Scripted;
-use realtime_service::http::auth::{sign, SIGNATURE_HEADER};
+use realtime_service::transport::http::auth::{sign, SIGNATURE_HEADER};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tonic::Code;

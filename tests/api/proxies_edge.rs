@@ -1,7 +1,7 @@
 //! The shared edge of the five client-context proxies: request authentication, malformed
 //! JSON, body limit, status mode, metrics per type and outcome, and log hygiene.
 
-use realtime_service::http::auth::{sign, SIGNATURE_HEADER};
+use realtime_service::transport::http::auth::{sign, SIGNATURE_HEADER};
 use serde_json::{json, Value};
 
 use crate::helpers::{captured_logs, spawn_app, spawn_app_with, TestApp, SECRET};

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use realtime_service::settings::Settings;
-use realtime_service::startup::Application;
+use realtime_service::app::Application;
+use realtime_service::config::Settings;
 use serde_json::json;
 
 use crate::helpers::{spawn_app_with, TempDir};

@@ -23,14 +23,18 @@ async fn traceparent_reaches_identity_service() {
     app.identity
         .add_ticket("trace-ticket-1", Scripted::success("u-trace"));
     let body = connect_body("trace-ticket-1");
-    let signature = realtime_service::http::auth::sign(SECRET.as_bytes(), body.as_bytes());
+    let signature =
+        realtime_service::transport::http::auth::sign(SECRET.as_bytes(), body.as_bytes());
     let traceparent = format!("00-{TRACE_ID}-00f067aa0ba902b7-01");
     let response = app
         .post_with_headers(
             "connect",
             body.as_bytes(),
             &[
-                (realtime_service::http::auth::SIGNATURE_HEADER, &signature),
+                (
+                    realtime_service::transport::http::auth::SIGNATURE_HEADER,
+                    &signature,
+                ),
                 ("traceparent", &traceparent),
             ],
         )

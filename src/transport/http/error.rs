@@ -5,7 +5,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use super::auth::AuthFailure;
-use crate::centrifugo::Reply;
+use super::wire::{encode, WireResult};
+use crate::proxy::{ConnectOutcome, Reply};
 
 /// Failures before a handler runs.
 #[derive(Debug, thiserror::Error)]
@@ -60,25 +61,77 @@ impl IntoResponse for EdgeError {
                 (StatusCode::BAD_REQUEST, Reply::bad_request())
             }
         };
-        json_response(status, &reply)
+        reply_response(status, &reply)
     }
 }
 
-/// Serialises a reply with its status. Serialising our own reply types cannot fail; if it
-/// ever did, the answer is still a well-formed Centrifugo error.
-pub fn json_response<T: serde::Serialize>(status: StatusCode, body: &T) -> Response {
-    let bytes = serde_json::to_vec(body)
-        .unwrap_or_else(|_| br#"{"error":{"code":100,"message":"internal error"}}"#.to_vec());
+/// A reply with its status.
+pub fn reply_response<R: WireResult>(status: StatusCode, reply: &Reply<R>) -> Response {
+    json_bytes(status, encode(reply))
+}
+
+/// A JSON body with its status.
+pub fn json_bytes(status: StatusCode, body: Vec<u8>) -> Response {
     (
         status,
         [(axum::http::header::CONTENT_TYPE, "application/json")],
-        bytes,
+        body,
     )
         .into_response()
+}
+
+/// The HTTP status of a connect decision in `mapped` mode: Centrifugo's
+/// `status_to_code_transforms` turn these into codes (`../shared/centrifugo-proxy.md` 3.5).
+/// The proxies after connect always answer 200: Centrifugo reads only 200 bodies.
+pub fn connect_status(outcome: ConnectOutcome) -> StatusCode {
+    match outcome {
+        ConnectOutcome::Accepted
+        | ConnectOutcome::AcceptedDegraded
+        | ConnectOutcome::FallbackPoolConsumed => StatusCode::OK,
+        ConnectOutcome::Disconnected | ConnectOutcome::InvalidTicket => StatusCode::UNAUTHORIZED,
+        ConnectOutcome::IdentityError
+        | ConnectOutcome::Unavailable
+        | ConnectOutcome::FallbackPoolMiss
+        | ConnectOutcome::FallbackPoolReused
+        | ConnectOutcome::FallbackLedgerUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        ConnectOutcome::BadRequest => StatusCode::BAD_REQUEST,
+        ConnectOutcome::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+    }
 }
 
 /// Unknown paths: a JSON 404 rather than an empty body.
 pub async fn not_found() -> Response {
     let reply: Reply<()> = Reply::error(404, "not found");
-    json_response(StatusCode::NOT_FOUND, &reply)
+    reply_response(StatusCode::NOT_FOUND, &reply)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_statuses_in_mapped_mode() {
+        use ConnectOutcome::*;
+        for (outcome, status) in [
+            (Accepted, 200),
+            (AcceptedDegraded, 200),
+            (FallbackPoolConsumed, 200),
+            (Disconnected, 401),
+            (InvalidTicket, 401),
+            (IdentityError, 503),
+            (Unavailable, 503),
+            (FallbackPoolMiss, 503),
+            (FallbackPoolReused, 503),
+            (FallbackLedgerUnavailable, 503),
+            (BadRequest, 400),
+            (InternalError, 500),
+        ] {
+            assert_eq!(connect_status(outcome).as_u16(), status, "{outcome:?}");
+        }
+        assert_eq!(
+            ConnectOutcome::ALL.len(),
+            12,
+            "every outcome has a row above"
+        );
+    }
 }

@@ -11,8 +11,9 @@ use opentelemetry::propagation::Extractor;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::settings::StatusMode;
-use crate::state::AppState;
+use super::AppState;
+use crate::config::StatusMode;
+use crate::proxy::{ProxyKind, Transport};
 
 pub async fn proxy_edge(
     State(state): State<AppState>,
@@ -20,7 +21,7 @@ pub async fn proxy_edge(
     request: Request,
     next: Next,
 ) -> Response {
-    let proxy = proxy_type(matched.as_str());
+    let proxy = proxy_kind(matched.as_str()).map_or("unknown", ProxyKind::as_str);
     let span = tracing::info_span!(
         "proxy",
         otel.name = %format_args!("POST /centrifugo/{proxy}"),
@@ -47,23 +48,19 @@ pub async fn proxy_edge(
     state
         .metrics
         .proxy_duration
-        .with_label_values(&[proxy])
+        .with_label_values(&[proxy, Transport::Http.as_str()])
         .observe(started.elapsed().as_secs_f64());
 
-    if state.status_mode == StatusMode::Always200 {
+    if state.edge.status_mode == StatusMode::Always200 {
         *response.status_mut() = StatusCode::OK;
     }
     response
 }
 
-/// `/centrifugo/connect` -> `connect`; the route table is fixed, so this is a bounded label.
-fn proxy_type(route: &str) -> &'static str {
+/// `/centrifugo/connect` -> `Connect`; the route table is fixed, so this is a bounded label.
+fn proxy_kind(route: &str) -> Option<ProxyKind> {
     let name = route.rsplit('/').next().unwrap_or_default();
-    crate::metrics::PROXY_TYPES
-        .iter()
-        .copied()
-        .find(|p| *p == name)
-        .unwrap_or("unknown")
+    ProxyKind::ALL.iter().copied().find(|p| p.as_str() == name)
 }
 
 struct HeaderExtractor<'a>(&'a axum::http::HeaderMap);

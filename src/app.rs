@@ -1,5 +1,5 @@
-//! Startup and shutdown: turns validated `Settings` into a bound, ready `Application`, and
-//! runs it until a shutdown signal, draining the way Kubernetes expects.
+//! Startup and shutdown: turns the configuration into services and bound listeners (an
+//! `Application`), and runs it until a shutdown signal, draining the way Kubernetes expects.
 //!
 //! Tests and `main` start the service the same way: `Application::build`, then
 //! `run_until(shutdown)`. Port 0 gives tests a free port, read back with `port()`.
@@ -12,16 +12,15 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::clock::Clock;
-use crate::connect::ConnectConfig;
+use crate::config::{Config, ConfigError, ConfigErrors, ProxyAuthMode, Settings};
 use crate::fallback::TicketPool;
-use crate::http::{self, auth::ProxyAuth};
 use crate::identity::{probe, Gateway, IdentityClient, OutageDetector};
 use crate::metrics::Metrics;
 use crate::policy::{ChannelPolicy, PolicyError};
 use crate::ratelimit::PublishLimiter;
-use crate::rpc::{Routes, RpcClient};
-use crate::settings::{ConfigError, ProxyAuthMode, Settings};
-use crate::state::{AppState, Readiness, Shared};
+use crate::rpc::RpcClient;
+use crate::service::{self, ProxyService};
+use crate::transport::http::{self, auth::ProxyAuth, AppState, HttpState, Readiness};
 
 /// How to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,7 +35,7 @@ pub enum Shutdown {
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
     #[error(transparent)]
-    Config(#[from] ConfigError),
+    Config(#[from] ConfigErrors),
     #[error("CHANNEL_POLICY_PATH: {0}")]
     Policy(#[from] PolicyError),
     #[error("cannot listen on {addr}: {source}")]
@@ -62,55 +61,67 @@ impl Application {
 
     /// Builds with an injected clock (tests move a manual one).
     pub async fn build_with_clock(settings: &Settings, clock: Clock) -> Result<Self, StartupError> {
-        settings.validate()?;
-        if settings.centrifugo_proxy_auth == ProxyAuthMode::None {
+        Self::from_config(Config::from_settings(settings)?, clock).await
+    }
+
+    /// Builds from a checked configuration: services first, then the listeners.
+    pub async fn from_config(config: Config, clock: Clock) -> Result<Self, StartupError> {
+        if config.auth.mode == ProxyAuthMode::None {
             tracing::warn!(
                 "CENTRIFUGO_PROXY_AUTH=none: proxy calls are NOT authenticated; anyone who can reach this port can mint connections. Never run this in production."
             );
         }
         let metrics = Metrics::new();
         let pool = TicketPool::load(
-            settings.fallback_tickets_path().as_deref(),
-            settings.fallback_low_watermark,
+            config.fallback.tickets_path.as_deref(),
+            config.fallback.low_watermark,
         );
-        metrics.set_pool_status(pool.status().as_str());
+        metrics.set_pool_status(pool.status());
         metrics
             .pool_low_watermark
-            .set(i64::try_from(settings.fallback_low_watermark).unwrap_or(i64::MAX));
+            .set(i64::try_from(config.fallback.low_watermark).unwrap_or(i64::MAX));
 
-        let detector = OutageDetector::new(settings.degraded_window(), clock.clone());
-        let identity = Gateway::new(IdentityClient::new(settings, metrics.clone())?, detector);
-        let probe = probe::spawn(identity.clone(), settings.probe_interval());
+        let detector = OutageDetector::new(config.fallback.window, clock.clone());
+        let client = IdentityClient::new(&config.identity, metrics.clone()).map_err(|e| {
+            ConfigErrors::from(ConfigError::new(
+                "IDENTITY_VALIDATE_NEGOTIATION_TYPE",
+                e.to_string(),
+            ))
+        })?;
+        let identity = Gateway::new(client, detector);
+        let probe = probe::spawn(identity.clone(), config.identity.probe_interval);
+        let rpc = RpcClient::new(config.rpc.routes.clone(), config.rpc.deadline).map_err(|e| {
+            ConfigErrors::from(ConfigError::new(
+                "RPC_ROUTES",
+                format!("cannot build the HTTP client: {e}"),
+            ))
+        })?;
 
-        let state = AppState::new(Shared {
-            auth: ProxyAuth::from_settings(settings),
-            max_body_bytes: settings.proxy_max_body_bytes,
-            status_mode: settings.proxy_http_status_mode,
+        let service = ProxyService::new(service::Parts {
             identity,
             pool,
-            connect: ConnectConfig {
-                info_fields: settings.info_fields()?,
-                fallback_ttl: settings.fallback_ttl(),
-                refresh_ttl: settings.refresh_ttl(),
-            },
-            policy: load_policy(settings)?,
+            connect: config.connect.clone(),
+            policy: load_policy(config.policy_path.as_deref())?,
             limiter: PublishLimiter::new(
-                settings.publish_rate_per_second,
-                settings.publish_burst,
+                config.publish.rate_per_second,
+                config.publish.burst,
                 clock.clone(),
             ),
-            rpc: RpcClient::new(
-                Routes::parse(&settings.rpc_routes)?,
-                settings.rpc_deadline(),
-            )?,
-            metrics,
+            rpc,
             clock,
+            metrics: metrics.clone(),
+        });
+        service.refresh_gauges();
+        let state = AppState::new(HttpState {
+            service,
+            auth: ProxyAuth::new(&config.auth),
+            edge: config.edge,
+            metrics,
             readiness: Readiness::ready(),
         });
-        state.refresh_gauges();
 
-        let listener = bind(settings.listen_addr()?).await?;
-        let metrics_listener = match settings.metrics_addr()? {
+        let listener = bind(config.listen.http).await?;
+        let metrics_listener = match config.listen.metrics {
             Some(addr) => Some(bind(addr).await?),
             None => None,
         };
@@ -118,7 +129,7 @@ impl Application {
             listener,
             metrics_listener,
             state,
-            drain_delay: settings.drain_delay(),
+            drain_delay: config.drain_delay,
             _probe: probe,
         })
     }
@@ -180,8 +191,8 @@ impl Application {
         tracing::info!(
             addr = %listener.local_addr()?,
             auth = state.auth.mode().as_str(),
-            pool_status = state.pool.status().as_str(),
-            pool_size = state.pool.len(),
+            pool_status = state.service.pool().status().as_str(),
+            pool_size = state.service.pool().len(),
             "realtime-service listening"
         );
         axum::serve(listener, http::router(state, with_metrics))
@@ -196,15 +207,24 @@ impl Application {
 }
 
 /// The channel policy from `CHANNEL_POLICY_PATH`, or the built-in default.
-pub fn load_policy(settings: &Settings) -> Result<ChannelPolicy, PolicyError> {
-    match settings.channel_policy_path() {
+pub fn load_policy(path: Option<&std::path::Path>) -> Result<ChannelPolicy, PolicyError> {
+    match path {
         Some(path) => {
-            let policy = ChannelPolicy::load(&path)?;
+            let policy = ChannelPolicy::load(path)?;
             tracing::info!(path = %path.display(), namespaces = policy.namespaces().count(), "channel policy loaded");
             Ok(policy)
         }
         None => Ok(ChannelPolicy::builtin()),
     }
+}
+
+/// The pool as startup would load it, for `check-config`: `status (N tickets)`.
+pub fn pool_status(config: &Config) -> String {
+    let pool = TicketPool::load(
+        config.fallback.tickets_path.as_deref(),
+        config.fallback.low_watermark,
+    );
+    format!("{} ({} tickets)", pool.status().as_str(), pool.len())
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {

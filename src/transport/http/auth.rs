@@ -15,33 +15,13 @@ use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
-use crate::settings::{ProxyAuthMode, Secret, Settings};
+use crate::config::{Auth, ProxyAuthMode};
+pub use crate::proxy::AuthFailure;
 
 pub const SIGNATURE_HEADER: &str = "x-centrifugo-proxy-signature";
 pub const SECRET_HEADER: &str = "x-centrifugo-proxy-secret";
 
 type HmacSha256 = Hmac<Sha256>;
-
-/// Why a call was refused; also the metric label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum AuthFailure {
-    #[error("authentication header missing")]
-    Missing,
-    #[error("authentication header malformed")]
-    Malformed,
-    #[error("authentication header does not match")]
-    Mismatch,
-}
-
-impl AuthFailure {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Missing => "missing",
-            Self::Malformed => "malformed",
-            Self::Mismatch => "mismatch",
-        }
-    }
-}
 
 /// The configured check, with keys prepared once.
 #[derive(Clone)]
@@ -60,16 +40,9 @@ impl fmt::Debug for ProxyAuth {
 }
 
 impl ProxyAuth {
-    pub fn from_settings(settings: &Settings) -> Self {
-        let secrets: Vec<&Secret> = [
-            &settings.centrifugo_proxy_secret,
-            &settings.centrifugo_proxy_secret_previous,
-        ]
-        .into_iter()
-        .flatten()
-        .filter(|s| !s.expose().is_empty())
-        .collect();
-        match settings.centrifugo_proxy_auth {
+    pub fn new(config: &Auth) -> Self {
+        let secrets = &config.secrets;
+        match config.mode {
             ProxyAuthMode::Hmac => Self::Hmac(
                 secrets
                     .iter()
@@ -183,7 +156,11 @@ mod tests {
         if let Some(p) = previous {
             pairs.push(("CENTRIFUGO_PROXY_SECRET_PREVIOUS", p.to_owned()));
         }
-        ProxyAuth::from_settings(&Settings::from_pairs(pairs).expect("settings"))
+        ProxyAuth::new(
+            &crate::config::Config::from_pairs(pairs)
+                .expect("config")
+                .auth,
+        )
     }
 
     fn headers(name: &'static str, values: &[&str]) -> HeaderMap {

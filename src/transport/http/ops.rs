@@ -10,8 +10,11 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::error::json_response;
-use crate::state::AppState;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use super::error::json_bytes;
+use super::AppState;
 
 #[derive(Serialize)]
 struct Health {
@@ -34,7 +37,8 @@ struct FallbackPool {
 }
 
 pub async fn health(State(state): State<AppState>) -> Response {
-    let outage = state.identity.detector().snapshot();
+    let service = &state.service;
+    let outage = service.identity().detector().snapshot();
     let status = if !state.readiness.is_ready() {
         "shutting_down"
     } else if outage.degraded {
@@ -49,12 +53,16 @@ pub async fn health(State(state): State<AppState>) -> Response {
             consecutive_failure_count: outage.consecutive_failures,
         },
         fallback_pool: FallbackPool {
-            size: state.pool.len(),
-            status: state.pool.status().as_str(),
+            size: service.pool().len(),
+            status: service.pool().status().as_str(),
         },
         proxy_auth: state.auth.mode().as_str(),
     };
-    json_response(StatusCode::OK, &body)
+    // Serialising our own plain struct cannot fail.
+    json_bytes(
+        StatusCode::OK,
+        serde_json::to_vec(&body).unwrap_or_default(),
+    )
 }
 
 pub async fn livez() -> &'static str {
@@ -70,7 +78,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    state.refresh_gauges();
+    state.service.refresh_gauges();
     (
         [(
             header::CONTENT_TYPE,
@@ -79,4 +87,20 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         state.metrics.encode(),
     )
         .into_response()
+}
+
+/// Readiness: true from startup until shutdown begins.
+#[derive(Clone, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn ready() -> Self {
+        Self(Arc::new(AtomicBool::new(true)))
+    }
+    pub fn is_ready(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+    pub fn begin_shutdown(&self) {
+        self.0.store(false, Ordering::SeqCst);
+    }
 }

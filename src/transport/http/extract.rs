@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
 
 use super::error::EdgeError;
-use crate::state::AppState;
+use super::AppState;
 
 pub struct Verified<T>(pub T);
 
@@ -21,7 +21,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Verified<T> {
             .auth
             .check_headers(&parts.headers)
             .map_err(|reason| reject(state, reason))?;
-        let bytes = read_limited(body, state.max_body_bytes).await?;
+        let bytes = read_limited(body, state.edge.max_body_bytes).await?;
         state
             .auth
             .verify_body(signature.as_ref(), &bytes)

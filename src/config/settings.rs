@@ -1,0 +1,165 @@
+//! The environment as read: one typed field per variable, declared once in the table below.
+//! The table generates the struct, the reader (which reports every bad variable at once)
+//! and the redacted listing that `check-config` prints, so the three cannot drift apart.
+//!
+//! Cross-field rules and ready objects (durations, addresses, parsed routes) are the next
+//! step: `Config::from_settings`.
+
+use std::collections::HashMap;
+
+use super::error::{ConfigErrors, Problems};
+use super::value::{EnvValue, Secret};
+use super::{LogFormat, Negotiation, ProxyAuthMode, StatusMode};
+
+macro_rules! settings_table {
+    ($( $(#[doc = $doc:literal])+ $field:ident : $ty:ty = $var:literal, $default:expr; )+) => {
+        /// The raw environment, typed. Field docs: meaning, default, unit.
+        #[derive(Debug, Clone)]
+        pub struct Settings {
+            $( $(#[doc = $doc])+ pub $field: $ty, )+
+        }
+
+        impl Settings {
+            /// Every variable the service reads, in table order.
+            pub const VARIABLES: &'static [&'static str] = &[$($var),+];
+
+            fn read(env: &mut Reader<'_>) -> Self {
+                Self { $( $field: env.get($var, || $default), )+ }
+            }
+
+            /// `VAR=value` lines for `check-config`; secrets are redacted by their type.
+            pub fn redacted_lines(&self) -> Vec<String> {
+                vec![$( format!("{}={}", $var, EnvValue::render(&self.$field)), )+]
+            }
+        }
+    };
+}
+
+settings_table! {
+    /// `LOG_LEVEL`: an `EnvFilter` directive, default `info`.
+    log_level: String = "LOG_LEVEL", "info".into();
+    /// `LOG_FORMAT`: `text` (default) | `json`.
+    log_format: LogFormat = "LOG_FORMAT", LogFormat::Text;
+    /// `LISTEN_HOST`, default `0.0.0.0`: every listener binds this host.
+    listen_host: String = "LISTEN_HOST", "0.0.0.0".into();
+    /// `LISTEN_PORT`, default 9730 (HTTP). 0 picks a free port (tests).
+    listen_port: u16 = "LISTEN_PORT", 9730;
+    /// `METRICS_LISTEN_PORT`: when set (and different from `LISTEN_PORT`), `/metrics` is
+    /// served only there.
+    metrics_listen_port: Option<u16> = "METRICS_LISTEN_PORT", None;
+    /// `GRPC_PROXY_LISTEN_PORT`: Centrifugo's gRPC proxy protocol on this port; unset or
+    /// empty: no gRPC listener.
+    grpc_proxy_listen_port: Option<u16> = "GRPC_PROXY_LISTEN_PORT", None;
+    /// `GRPC_PROXY_TLS_CERT_PATH`: PEM certificate chain for the gRPC listener.
+    grpc_proxy_tls_cert_path: Option<String> = "GRPC_PROXY_TLS_CERT_PATH", None;
+    /// `GRPC_PROXY_TLS_KEY_PATH`: PEM private key for the gRPC listener.
+    grpc_proxy_tls_key_path: Option<String> = "GRPC_PROXY_TLS_KEY_PATH", None;
+    /// `GRPC_PROXY_TLS_CLIENT_CA_PATH`: PEM CA bundle; when set, clients must present a
+    /// certificate it signed.
+    grpc_proxy_tls_client_ca_path: Option<String> = "GRPC_PROXY_TLS_CLIENT_CA_PATH", None;
+
+    /// `CENTRIFUGO_PROXY_AUTH`: `hmac` (default) | `static_header` | `none`.
+    centrifugo_proxy_auth: ProxyAuthMode = "CENTRIFUGO_PROXY_AUTH", ProxyAuthMode::Hmac;
+    /// `CENTRIFUGO_PROXY_SECRET`: required unless the mode is `none`.
+    centrifugo_proxy_secret: Option<Secret> = "CENTRIFUGO_PROXY_SECRET", None;
+    /// `CENTRIFUGO_PROXY_SECRET_PREVIOUS`: also accepted, for rotation without downtime.
+    centrifugo_proxy_secret_previous: Option<Secret> = "CENTRIFUGO_PROXY_SECRET_PREVIOUS", None;
+    /// `PROXY_MAX_BODY_BYTES`, default 65536 bytes; larger bodies answer 413 (HTTP) or 107
+    /// (gRPC).
+    proxy_max_body_bytes: usize = "PROXY_MAX_BODY_BYTES", 65536;
+    /// `PROXY_HTTP_STATUS_MODE`: `mapped` (default) | `always_200`.
+    proxy_http_status_mode: StatusMode = "PROXY_HTTP_STATUS_MODE", StatusMode::Mapped;
+    /// `CONNECT_INFO_FIELDS`: comma list of meta fields also copied into public `info`.
+    connect_info_fields: String = "CONNECT_INFO_FIELDS", String::new();
+
+    /// `IDENTITY_VALIDATE_GRPC_ADDRESS`, default `localhost:50051` (a scheme is optional).
+    identity_validate_grpc_address: String = "IDENTITY_VALIDATE_GRPC_ADDRESS", "localhost:50051".into();
+    /// `IDENTITY_VALIDATE_NEGOTIATION_TYPE`: `plaintext` (default) | `tls`.
+    identity_validate_negotiation_type: Negotiation = "IDENTITY_VALIDATE_NEGOTIATION_TYPE", Negotiation::Plaintext;
+    /// `IDENTITY_VALIDATE_DEADLINE_MS`, default 2500 ms: sent as `grpc-timeout` and enforced
+    /// locally.
+    identity_validate_deadline_ms: u64 = "IDENTITY_VALIDATE_DEADLINE_MS", 2500;
+    /// `IDENTITY_PROBE_INTERVAL_MS`, default 1000 ms: background probe cadence during an outage.
+    identity_probe_interval_ms: u64 = "IDENTITY_PROBE_INTERVAL_MS", 1000;
+
+    /// `FALLBACK_TICKETS_PATH`: the static pool file; empty (default) disables the pool.
+    fallback_tickets_path: String = "FALLBACK_TICKETS_PATH", String::new();
+    /// `FALLBACK_DEGRADED_WINDOW_MS`, default 5000 ms: how long identity must be unreachable
+    /// before pool tickets are accepted.
+    fallback_degraded_window_ms: u64 = "FALLBACK_DEGRADED_WINDOW_MS", 5000;
+    /// `FALLBACK_LOW_WATERMARK`, default 1000 tickets; 0 disables the warning.
+    fallback_low_watermark: usize = "FALLBACK_LOW_WATERMARK", 1000;
+    /// `FALLBACK_CONNECT_TTL_S`, default 300 s: lifetime of a pool connection before refresh.
+    fallback_connect_ttl_s: u64 = "FALLBACK_CONNECT_TTL_S", 300;
+
+    /// `CHANNEL_POLICY_PATH`: a TOML or JSON channel policy; unset uses the built-in default.
+    channel_policy_path: Option<String> = "CHANNEL_POLICY_PATH", None;
+    /// `CONNECTION_REFRESH_TTL_S`, default 3600 s: how far refresh extends a connection.
+    connection_refresh_ttl_s: u64 = "CONNECTION_REFRESH_TTL_S", 3600;
+    /// `PUBLISH_RATE_PER_SECOND`, default 20: sustained client publishes per user.
+    publish_rate_per_second: f64 = "PUBLISH_RATE_PER_SECOND", 20.0;
+    /// `PUBLISH_BURST`, default 40: publishes a user may make at once.
+    publish_burst: u32 = "PUBLISH_BURST", 40;
+    /// `RPC_ROUTES`: `prefix=http://host:port/path` pairs, comma separated.
+    rpc_routes: String = "RPC_ROUTES", String::new();
+    /// `RPC_DEADLINE_MS`, default 800 ms: the whole backend call for one rpc.
+    rpc_deadline_ms: u64 = "RPC_DEADLINE_MS", 800;
+
+    /// `SHUTDOWN_DRAIN_DELAY_MS`, default 5000 ms: time between SIGTERM (readiness 503) and
+    /// closing the listeners, so endpoints can be updated first.
+    shutdown_drain_delay_ms: u64 = "SHUTDOWN_DRAIN_DELAY_MS", 5000;
+
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: OTLP/HTTP collector base URL; unset disables export.
+    otel_exporter_otlp_endpoint: Option<String> = "OTEL_EXPORTER_OTLP_ENDPOINT", None;
+    /// `OTEL_SERVICE_NAME`, default `realtime-service`.
+    otel_service_name: String = "OTEL_SERVICE_NAME", "realtime-service".into();
+    /// `OTEL_TRACES_SAMPLER_ARG`, default 1.0: ratio of root traces sampled.
+    otel_traces_sampler_arg: f64 = "OTEL_TRACES_SAMPLER_ARG", 1.0;
+    /// `OTEL_SDK_DISABLED`: `true` turns tracing export off whatever else is set.
+    otel_sdk_disabled: bool = "OTEL_SDK_DISABLED", false;
+}
+
+/// Reads variables, recording every one that does not parse.
+struct Reader<'a> {
+    vars: &'a HashMap<String, String>,
+    problems: Problems,
+}
+
+impl Reader<'_> {
+    fn get<T: EnvValue>(&mut self, var: &str, default: impl FnOnce() -> T) -> T {
+        let Some(raw) = self.vars.get(var) else {
+            return default();
+        };
+        T::parse(raw).unwrap_or_else(|message| {
+            self.problems.push(var, message);
+            default()
+        })
+    }
+}
+
+impl Settings {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigErrors> {
+        Self::from_pairs(std::env::vars())
+    }
+
+    /// Reads explicit pairs: tests use this instead of mutating the process environment.
+    /// Only per-variable parsing happens here; `Config::from_settings` checks the rest.
+    pub fn from_pairs<I, K, V>(pairs: I) -> Result<Self, ConfigErrors>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let vars: HashMap<String, String> = pairs
+            .into_iter()
+            .map(|(k, v)| (k.into(), v.into()))
+            .collect();
+        let mut reader = Reader {
+            vars: &vars,
+            problems: Problems::default(),
+        };
+        let settings = Self::read(&mut reader);
+        reader.problems.finish(|| settings)
+    }
+}

@@ -1,0 +1,191 @@
+use super::*;
+
+fn base() -> Vec<(&'static str, &'static str)> {
+    vec![("CENTRIFUGO_PROXY_SECRET", "s3cret")]
+}
+
+fn with(extra: &[(&'static str, &'static str)]) -> Result<Config, ConfigErrors> {
+    let mut pairs = base();
+    pairs.extend_from_slice(extra);
+    Config::from_pairs(pairs)
+}
+
+fn settings(extra: &[(&'static str, &'static str)]) -> Settings {
+    let mut pairs = base();
+    pairs.extend_from_slice(extra);
+    Settings::from_pairs(pairs).expect("parses")
+}
+
+fn err_text(extra: &[(&'static str, &'static str)]) -> String {
+    with(extra).expect_err("must be rejected").to_string()
+}
+
+#[test]
+fn defaults_match_the_documented_values() {
+    let s = settings(&[]);
+    assert_eq!(s.listen_port, 9730);
+    assert_eq!(s.listen_host, "0.0.0.0");
+    assert_eq!(s.centrifugo_proxy_auth, ProxyAuthMode::Hmac);
+    assert_eq!(s.proxy_max_body_bytes, 65536);
+    assert_eq!(s.proxy_http_status_mode, StatusMode::Mapped);
+    assert_eq!(s.identity_validate_deadline_ms, 2500);
+    assert_eq!(s.identity_probe_interval_ms, 1000);
+    assert_eq!(s.fallback_degraded_window_ms, 5000);
+    assert_eq!(s.fallback_low_watermark, 1000);
+    assert_eq!(s.fallback_connect_ttl_s, 300);
+    assert_eq!(s.shutdown_drain_delay_ms, 5000);
+    assert_eq!(s.otel_service_name, "realtime-service");
+    let c = with(&[]).expect("valid");
+    assert!(c.fallback.tickets_path.is_none());
+    assert!(c.listen.grpc.is_none());
+    assert_eq!(c.identity.uri.to_string(), "http://localhost:50051/");
+}
+
+#[test]
+fn secret_is_required_unless_auth_is_none() {
+    let err = Config::from_pairs(Vec::<(String, String)>::new())
+        .expect_err("no secret")
+        .to_string();
+    assert!(err.starts_with("CENTRIFUGO_PROXY_SECRET:"), "{err}");
+    let err = Config::from_pairs([("CENTRIFUGO_PROXY_SECRET", "")])
+        .expect_err("empty secret")
+        .to_string();
+    assert!(err.starts_with("CENTRIFUGO_PROXY_SECRET:"), "{err}");
+    Config::from_pairs([("CENTRIFUGO_PROXY_AUTH", "none")]).expect("none needs no secret");
+}
+
+#[test]
+fn static_header_secrets_must_be_header_safe() {
+    let err = Config::from_pairs([
+        ("CENTRIFUGO_PROXY_AUTH", "static_header"),
+        ("CENTRIFUGO_PROXY_SECRET", "has a space"),
+    ])
+    .expect_err("space")
+    .to_string();
+    assert!(
+        err.starts_with("CENTRIFUGO_PROXY_SECRET:") && !err.contains("has a space"),
+        "{err}"
+    );
+    let err = Config::from_pairs([
+        ("CENTRIFUGO_PROXY_AUTH", "static_header"),
+        ("CENTRIFUGO_PROXY_SECRET", "ok"),
+        ("CENTRIFUGO_PROXY_SECRET_PREVIOUS", "tab\there"),
+    ])
+    .expect_err("tab")
+    .to_string();
+    assert!(
+        err.starts_with("CENTRIFUGO_PROXY_SECRET_PREVIOUS:"),
+        "{err}"
+    );
+    // HMAC keys are bytes that are never sent: anything goes.
+    Config::from_pairs([("CENTRIFUGO_PROXY_SECRET", "has a space")]).expect("hmac key");
+}
+
+#[test]
+fn parse_errors_name_the_variable() {
+    let err = err_text(&[("LISTEN_PORT", "nine")]);
+    assert!(err.starts_with("LISTEN_PORT:"), "{err}");
+    let err = err_text(&[("CENTRIFUGO_PROXY_AUTH", "basic")]);
+    assert!(err.starts_with("CENTRIFUGO_PROXY_AUTH:"), "{err}");
+    let err = err_text(&[("PROXY_HTTP_STATUS_MODE", "sometimes")]);
+    assert!(err.starts_with("PROXY_HTTP_STATUS_MODE:"), "{err}");
+}
+
+#[test]
+fn every_bad_variable_is_reported_at_once() {
+    let err = err_text(&[
+        ("IDENTITY_VALIDATE_DEADLINE_MS", "abc"),
+        ("LISTEN_PORT", "abc"),
+    ]);
+    assert!(err.contains("IDENTITY_VALIDATE_DEADLINE_MS:"), "{err}");
+    assert!(err.contains("LISTEN_PORT:"), "{err}");
+    let err = err_text(&[
+        ("PUBLISH_BURST", "0"),
+        ("RPC_ROUTES", "nope"),
+        ("CONNECT_INFO_FIELDS", "ticket"),
+    ]);
+    assert_eq!(err.lines().count(), 3, "{err}");
+}
+
+#[test]
+fn pool_invariants_are_checked_only_when_the_pool_is_enabled() {
+    let pool = ("FALLBACK_TICKETS_PATH", "/tmp/tickets");
+    let err = err_text(&[pool, ("FALLBACK_DEGRADED_WINDOW_MS", "0")]);
+    assert!(err.starts_with("FALLBACK_DEGRADED_WINDOW_MS:"), "{err}");
+    let err = err_text(&[pool, ("FALLBACK_DEGRADED_WINDOW_MS", "2000")]);
+    assert!(err.contains("IDENTITY_VALIDATE_DEADLINE_MS"), "{err}");
+    // Equal is allowed: the window is "at least one full deadline".
+    with(&[pool, ("FALLBACK_DEGRADED_WINDOW_MS", "2500")]).expect("equal ok");
+    for ttl in ["59", "3601", "0"] {
+        let err = err_text(&[pool, ("FALLBACK_CONNECT_TTL_S", ttl)]);
+        assert!(err.starts_with("FALLBACK_CONNECT_TTL_S:"), "{err}");
+    }
+    with(&[pool, ("FALLBACK_CONNECT_TTL_S", "60")]).expect("lower bound ok");
+    with(&[pool, ("FALLBACK_CONNECT_TTL_S", "3600")]).expect("upper bound ok");
+    // Without a pool the same values are irrelevant and accepted.
+    with(&[
+        ("FALLBACK_DEGRADED_WINDOW_MS", "0"),
+        ("FALLBACK_CONNECT_TTL_S", "1"),
+    ])
+    .expect("pool disabled");
+}
+
+#[test]
+fn info_fields_must_be_meta_fields() {
+    let c = with(&[("CONNECT_INFO_FIELDS", "user, subscription_tier")]).expect("valid");
+    assert_eq!(c.connect.info_fields, ["user", "subscription_tier"]);
+    let err = err_text(&[("CONNECT_INFO_FIELDS", "user,ticket")]);
+    assert!(err.starts_with("CONNECT_INFO_FIELDS:"), "{err}");
+}
+
+#[test]
+fn identity_address_gets_a_scheme_from_the_negotiation_type() {
+    let c = with(&[
+        ("IDENTITY_VALIDATE_GRPC_ADDRESS", "identity:443"),
+        ("IDENTITY_VALIDATE_NEGOTIATION_TYPE", "tls"),
+    ])
+    .expect("valid");
+    assert_eq!(c.identity.uri.scheme_str(), Some("https"));
+    assert!(c.identity.tls);
+    let err = err_text(&[("IDENTITY_VALIDATE_GRPC_ADDRESS", "")]);
+    assert!(err.starts_with("IDENTITY_VALIDATE_GRPC_ADDRESS:"), "{err}");
+}
+
+#[test]
+fn grpc_listener_and_its_tls_files() {
+    let c = with(&[("GRPC_PROXY_LISTEN_PORT", "9731")]).expect("valid");
+    assert_eq!(c.listen.grpc.map(|a| a.port()), Some(9731));
+    let c = with(&[("GRPC_PROXY_LISTEN_PORT", "")]).expect("empty is unset");
+    assert!(c.listen.grpc.is_none());
+    let err = err_text(&[("GRPC_PROXY_LISTEN_PORT", "9730")]);
+    assert!(err.starts_with("GRPC_PROXY_LISTEN_PORT:"), "{err}");
+    let err = err_text(&[
+        ("GRPC_PROXY_LISTEN_PORT", "9731"),
+        ("GRPC_PROXY_TLS_CERT_PATH", "/tls/tls.crt"),
+    ]);
+    assert!(err.starts_with("GRPC_PROXY_TLS_KEY_PATH:"), "{err}");
+    let c = with(&[
+        ("GRPC_PROXY_LISTEN_PORT", "9731"),
+        ("GRPC_PROXY_TLS_CERT_PATH", "/tls/tls.crt"),
+        ("GRPC_PROXY_TLS_KEY_PATH", "/tls/tls.key"),
+    ])
+    .expect("valid");
+    assert!(c.listen.grpc_tls.is_some());
+}
+
+#[test]
+fn redacted_lines_never_contain_secrets_and_cover_every_variable() {
+    let s = settings(&[("CENTRIFUGO_PROXY_SECRET_PREVIOUS", "old-one")]);
+    let lines = s.redacted_lines();
+    let text = lines.join("\n");
+    assert!(
+        !text.contains("s3cret") && !text.contains("old-one"),
+        "{text}"
+    );
+    assert!(text.contains("CENTRIFUGO_PROXY_SECRET=<redacted>"));
+    assert!(!format!("{s:?}").contains("s3cret"));
+    assert_eq!(lines.len(), Settings::VARIABLES.len());
+    for (line, var) in lines.iter().zip(Settings::VARIABLES) {
+        assert!(line.starts_with(&format!("{var}=")), "{line}");
+    }
+}

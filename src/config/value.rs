@@ -1,0 +1,149 @@
+//! How one environment variable's text becomes a typed value, and how that value is shown in
+//! `check-config`. A type decides both, so a secret type cannot be printed by mistake.
+
+use std::fmt;
+
+/// A value read from one environment variable.
+pub trait EnvValue: Sized {
+    /// Parses the raw text; the error says what is wrong (the caller prefixes the variable).
+    fn parse(raw: &str) -> Result<Self, String>;
+    /// The text `check-config` prints.
+    fn render(&self) -> String;
+}
+
+macro_rules! numeric {
+    ($($ty:ty),+) => {$(
+        impl EnvValue for $ty {
+            fn parse(raw: &str) -> Result<Self, String> {
+                raw.trim()
+                    .parse()
+                    .map_err(|e| format!("{raw:?} is not a valid {} ({e})", stringify!($ty)))
+            }
+            fn render(&self) -> String {
+                self.to_string()
+            }
+        }
+    )+};
+}
+numeric!(u16, u32, u64, usize, f64);
+
+impl EnvValue for bool {
+    fn parse(raw: &str) -> Result<Self, String> {
+        match raw.trim() {
+            "true" | "1" => Ok(true),
+            "false" | "0" | "" => Ok(false),
+            other => Err(format!("{other:?} is not true or false")),
+        }
+    }
+    fn render(&self) -> String {
+        self.to_string()
+    }
+}
+
+impl EnvValue for String {
+    fn parse(raw: &str) -> Result<Self, String> {
+        Ok(raw.to_owned())
+    }
+    fn render(&self) -> String {
+        self.clone()
+    }
+}
+
+/// Unset and empty are the same: "not configured".
+impl<T: EnvValue> EnvValue for Option<T> {
+    fn parse(raw: &str) -> Result<Self, String> {
+        if raw.trim().is_empty() {
+            Ok(None)
+        } else {
+            T::parse(raw).map(Some)
+        }
+    }
+    fn render(&self) -> String {
+        self.as_ref().map_or_else(|| "<unset>".into(), T::render)
+    }
+}
+
+/// A secret string: never printed, not even by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &[u8] {
+        self.0.as_bytes()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl EnvValue for Secret {
+    fn parse(raw: &str) -> Result<Self, String> {
+        Ok(Self(raw.to_owned()))
+    }
+    fn render(&self) -> String {
+        if self.is_empty() {
+            "<unset>".into()
+        } else {
+            "<redacted>".into()
+        }
+    }
+}
+
+/// Enum variables parse from their documented spelling; the error lists the choices.
+macro_rules! env_enum {
+    ($(#[$meta:meta])* $vis:vis enum $ty:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        $vis enum $ty { $($(#[$vmeta])* $variant),+ }
+
+        impl $ty {
+            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+            pub fn as_str(self) -> &'static str {
+                match self { $(Self::$variant => $text),+ }
+            }
+        }
+
+        impl $crate::config::value::EnvValue for $ty {
+            fn parse(raw: &str) -> Result<Self, String> {
+                match raw.trim() {
+                    $($text => Ok(Self::$variant),)+
+                    other => Err(format!(
+                        concat!("unknown value {:?}; expected one of: ", $($text, " "),+),
+                        other
+                    )),
+                }
+            }
+            fn render(&self) -> String {
+                self.as_str().to_owned()
+            }
+        }
+    };
+}
+pub(crate) use env_enum;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn optional_values_treat_empty_as_unset() {
+        assert_eq!(Option::<u16>::parse(" ").expect("empty"), None);
+        assert_eq!(Option::<u16>::parse("9731").expect("port"), Some(9731));
+        assert!(Option::<u16>::parse("x").is_err());
+        assert_eq!(Option::<u16>::None.render(), "<unset>");
+    }
+
+    #[test]
+    fn secrets_never_render() {
+        let s = Secret::parse("hunter2-hunter2").expect("secret");
+        assert_eq!(s.render(), "<redacted>");
+        assert!(!format!("{s:?}").contains("hunter2"));
+        assert_eq!(Secret::parse("").expect("empty").render(), "<unset>");
+    }
+}

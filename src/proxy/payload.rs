@@ -1,0 +1,51 @@
+//! Client payloads as both transports deliver them: `data` as sent, or standard base64 in
+//! `b64data` when the proxy has `binary_encoding: true` (`../shared/centrifugo-proxy.md` 4.3).
+
+use std::borrow::Cow;
+
+use base64::Engine as _;
+
+#[derive(Debug, Clone, Copy, thiserror::Error, PartialEq, Eq)]
+pub enum PayloadError {
+    #[error("b64data is not valid standard base64")]
+    BadBase64,
+}
+
+/// The client's payload bytes, `None` without one, or an undecodable `b64data`.
+pub type Payload<'a> = Result<Option<Cow<'a, [u8]>>, PayloadError>;
+
+/// A non-empty `b64data` wins: Centrifugo sets it only with binary encoding.
+pub fn payload<'a>(data: Option<&'a [u8]>, b64data: Option<&str>) -> Payload<'a> {
+    if let Some(b64) = b64data.filter(|s| !s.is_empty()) {
+        return base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .map(|bytes| Some(Cow::Owned(bytes)))
+            .map_err(|_| PayloadError::BadBase64);
+    }
+    Ok(data.filter(|d| !d.is_empty()).map(Cow::Borrowed))
+}
+
+/// What an rpc backend receives as `data`: JSON as the client sent it, or a base64 string
+/// for binary data (which JSON cannot carry).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RpcData<'a> {
+    Absent,
+    Json(Cow<'a, str>),
+    Base64(Cow<'a, str>),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn payload_prefers_b64data_and_rejects_bad_base64() {
+        let p = payload(Some(br#"{"x":1}"#), Some("eyJ0b2tlbiI6InQifQ=="));
+        assert_eq!(p.expect("ok").as_deref(), Some(&br#"{"token":"t"}"#[..]));
+        assert_eq!(payload(None, Some("%%%")), Err(PayloadError::BadBase64));
+        let p = payload(Some(br#"{"a":1}"#), Some(""));
+        assert_eq!(p.expect("ok").as_deref(), Some(&br#"{"a":1}"#[..]));
+        assert_eq!(payload(None, None).expect("ok"), None);
+        assert_eq!(payload(Some(b""), None).expect("ok"), None);
+    }
+}

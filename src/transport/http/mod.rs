@@ -1,0 +1,84 @@
+//! The HTTP transport: routing, request authentication (`auth`, `extract`), body limit, the
+//! status mode, metrics and spans for every proxy route (`edge`), the wire format (`wire`),
+//! edge failures and the outcome -> status mapping (`error`), thin handlers (`handlers`) and
+//! the operational endpoints (`ops`).
+
+pub mod auth;
+mod edge;
+pub mod error;
+mod extract;
+mod handlers;
+pub mod ops;
+pub mod wire;
+
+use std::sync::Arc;
+
+use axum::routing::{get, post};
+use axum::Router;
+
+use crate::config::Edge;
+use crate::metrics::Metrics;
+use crate::service::ProxyService;
+use auth::ProxyAuth;
+pub use ops::Readiness;
+
+/// What every HTTP handler can reach.
+pub struct HttpState {
+    pub service: ProxyService,
+    pub auth: ProxyAuth,
+    pub edge: Edge,
+    pub metrics: Metrics,
+    pub readiness: Readiness,
+}
+
+/// Axum clones the state for every request, so it is one `Arc`: a clone is a single atomic
+/// increment, however many handles the service grows.
+#[derive(Clone)]
+pub struct AppState(Arc<HttpState>);
+
+impl AppState {
+    pub fn new(state: HttpState) -> Self {
+        Self(Arc::new(state))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = HttpState;
+    fn deref(&self) -> &HttpState {
+        &self.0
+    }
+}
+
+/// The proxy routes plus the operational ones; `/metrics` too unless it has its own listener.
+pub fn router(state: AppState, with_metrics: bool) -> Router {
+    let proxies = Router::new()
+        .route("/centrifugo/connect", post(handlers::connect))
+        .route("/centrifugo/refresh", post(handlers::refresh))
+        .route("/centrifugo/subscribe", post(handlers::subscribe))
+        .route("/centrifugo/publish", post(handlers::publish))
+        .route("/centrifugo/sub_refresh", post(handlers::sub_refresh))
+        .route("/centrifugo/rpc", post(handlers::rpc))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            edge::proxy_edge,
+        ));
+    let ops = ops_router(with_metrics).fallback(error::not_found);
+    proxies.merge(ops).with_state(state)
+}
+
+/// The router for a separate metrics listener (`METRICS_LISTEN_PORT`).
+pub fn metrics_router(state: AppState) -> Router {
+    ops_router(true).with_state(state)
+}
+
+fn ops_router(with_metrics: bool) -> Router<AppState> {
+    let router = Router::new()
+        .route("/health", get(ops::health))
+        .route("/livez", get(ops::livez))
+        .route("/readyz", get(ops::readyz));
+    if with_metrics {
+        router.route("/metrics", get(ops::metrics))
+    } else {
+        router
+    }
+}
