@@ -27,6 +27,7 @@ pub mod connect;
 pub mod demo;
 pub mod fake_identity;
 pub mod fallback;
+pub mod grpc_proto;
 pub mod http;
 pub mod identity;
 pub mod meta;
