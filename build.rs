@@ -1,5 +1,9 @@
-//! Generates the identity-service gRPC client and server from `proto/` with a vendored
-//! `protoc`, so a fresh machine builds with cargo alone.
+//! Generates, from `proto/` with a vendored `protoc` (so a fresh machine builds with cargo
+//! alone), client and server code for both gRPC contracts:
+//! - `realtime.v1` (identity-service's Validate): the service is its client; the server
+//!   side backs the fake identity-service.
+//! - `centrifugal.centrifugo.proxy` (Centrifugo's proxy protocol): the service is its
+//!   server; the client side drives the tests and the benchmark.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Respect an explicit PROTOC (a distro build may insist on its own), else use the vendored one.
@@ -11,6 +15,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .build_client(true)
         .build_server(true)
-        .compile_protos(&["proto/realtime/v1/connect_proxy.proto"], &["proto"])?;
+        // No `Client::connect(addr)` constructor: it would collide with the generated
+        // method of Centrifugo's `Connect` RPC. Clients are built from a `Channel`.
+        .build_transport(false)
+        .compile_protos(
+            &[
+                "proto/realtime/v1/connect_proxy.proto",
+                "proto/centrifugal/centrifugo/proxy/proxy.proto",
+            ],
+            &["proto"],
+        )?;
     Ok(())
 }

@@ -18,6 +18,9 @@ use std::process::ExitCode;
 
 use realtime_service::fake_identity::FakeIdentity;
 
+#[path = "stop.rs"]
+mod stop;
+
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
@@ -76,25 +79,8 @@ fn run() -> Result<(), String> {
                 .and_then(|()| out.flush())
                 .map_err(|e| format!("stdout: {e}"))?;
         }
-        wait_for_signal().await;
+        stop::stop_signal().await;
         drop(fake);
         Ok(())
     })
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    match (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) {
-        (Ok(mut term), Ok(mut int)) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-        }
-        // Without signal handlers the default disposition (terminate) still ends us.
-        _ => std::future::pending::<()>().await,
-    }
 }

@@ -4,6 +4,7 @@
 //! ```text
 //! loadgen http  --url http://127.0.0.1:PORT/centrifugo/connect --secret S [options]
 //! loadgen grpc  --addr 127.0.0.1:PORT [options]
+//! loadgen grpc-connect --addr 127.0.0.1:PORT --secret S [options]
 //! loadgen free-port
 //! ```
 //!
@@ -11,7 +12,8 @@
 //! worker sends its next request when the previous one is answered) for `--seconds` (or
 //! `--requests` in total, whichever ends first), over connections that stay open:
 //! - `http`: Centrifugo-shaped connect bodies, each with a unique ticket (`<prefix><n>`) or
-//!   the next line of `--tickets-file`, signed with HMAC-SHA256 (`x-centrifugo-proxy-signature`).
+//!   the next line of `--tickets-file`, signed with HMAC-SHA256 (`x-centrifugo-proxy-signature`),
+//!   or with `--auth static_header` carrying the secret in `x-centrifugo-proxy-secret`.
 //!   `--client raw` (default) is a minimal HTTP/1.1 keep-alive client, one connection per
 //!   worker; `--client reqwest` uses one `reqwest::Client` (its pool keeps one connection per
 //!   worker). The raw client costs the load generator less CPU, which matters when the
@@ -19,6 +21,12 @@
 //! - `grpc`: the same tickets sent straight to identity-service with the generated tonic
 //!   client over one channel (one HTTP/2 connection, as the service itself uses), with the
 //!   same 2500 ms `grpc-timeout` the service sends.
+//! - `grpc-connect`: the same connects as Centrifugo sends them to a gRPC proxy:
+//!   `centrifugal.centrifugo.proxy.CentrifugoProxy/Connect` over one channel, `data` the
+//!   JSON `{"token":...}`, the secret as `x-centrifugo-proxy-secret` metadata (what
+//!   `grpc.static_metadata` sends) and Centrifugo's default 1 s proxy timeout as
+//!   `grpc-timeout`. A call is ok when the answer carries a `result` (a `disconnect` or
+//!   `error` in a status-OK answer is counted as not ok, by kind).
 //!
 //! Options:
 //! ```text
@@ -35,6 +43,8 @@
 //!                       /proc/self/auxv, else 100)
 //!   --threads T         load generator worker threads (default 1)
 //!   --label L           a name for the RESULT line
+//!   --auth A            hmac (http default) | static_header (grpc-connect default) | none
+//!   --secret S          the proxy secret; when absent, taken from LOADGEN_SECRET
 //! ```
 //!
 //! Output: a human summary, then one machine-readable line:
@@ -52,13 +62,18 @@ use std::time::{Duration, Instant};
 
 use realtime_service::identity::proto::connect_proxy_service_client::ConnectProxyServiceClient;
 use realtime_service::identity::proto::ValidateRequest;
-use realtime_service::transport::http::auth::{sign, SIGNATURE_HEADER};
+use realtime_service::transport::grpc::proto::centrifugo_proxy_client::CentrifugoProxyClient;
+use realtime_service::transport::grpc::proto::ConnectRequest;
+use realtime_service::transport::http::auth::{sign, SECRET_HEADER, SIGNATURE_HEADER};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tonic::metadata::{AsciiMetadataValue, MetadataKey};
 use tonic::transport::Channel;
 
 /// The deadline the service sends with each Validate (its default); sent on direct calls too.
 const GRPC_TIMEOUT: Duration = Duration::from_millis(2500);
+/// Centrifugo's default proxy `timeout`, which it sends as `grpc-timeout`.
+const CENTRIFUGO_PROXY_TIMEOUT: Duration = Duration::from_secs(1);
 /// No request in this benchmark should take this long; one that does is counted as an error.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -74,8 +89,12 @@ fn main() -> ExitCode {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
+    /// Connect (or subscribe, publish) proxy calls over HTTP, to the service.
     Http,
+    /// Validate calls straight to identity-service.
     Grpc,
+    /// Centrifugo's gRPC `Connect` proxy calls, to the service.
+    GrpcConnect,
 }
 
 impl Mode {
@@ -83,6 +102,28 @@ impl Mode {
         match self {
             Self::Http => "http",
             Self::Grpc => "grpc",
+            Self::GrpcConnect => "grpc-connect",
+        }
+    }
+}
+
+/// How requests prove they come from Centrifugo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Auth {
+    /// HMAC-SHA256 of the body in `x-centrifugo-proxy-signature` (HTTP only).
+    Hmac,
+    /// The secret itself in `x-centrifugo-proxy-secret` (header or gRPC metadata).
+    StaticHeader,
+    None,
+}
+
+impl Auth {
+    fn parse(v: &str) -> Result<Self, String> {
+        match v {
+            "hmac" => Ok(Self::Hmac),
+            "static_header" => Ok(Self::StaticHeader),
+            "none" => Ok(Self::None),
+            _ => Err(format!("--auth {v:?}: hmac|static_header|none")),
         }
     }
 }
@@ -99,6 +140,7 @@ struct Args {
     url: Option<String>,
     addr: Option<String>,
     secret: String,
+    auth: Auth,
     concurrency: usize,
     seconds: f64,
     requests: Option<u64>,
@@ -117,6 +159,7 @@ fn run() -> Result<ExitCode, String> {
     let mode = match raw.next().as_deref() {
         Some("http") => Mode::Http,
         Some("grpc") => Mode::Grpc,
+        Some("grpc-connect") => Mode::GrpcConnect,
         Some("free-port") => {
             // A port that was free a moment ago; the caller binds it right away.
             let listener = std::net::TcpListener::bind("127.0.0.1:0")
@@ -127,14 +170,19 @@ fn run() -> Result<ExitCode, String> {
         }
         Some("-h" | "--help") | None => {
             println!(
-                "usage: loadgen http|grpc|free-port [--url U | --addr A] [--secret S] [--concurrency 16] \
+                "usage: loadgen http|grpc|grpc-connect|free-port [--url U | --addr A] [--secret S] \
+                 [--auth hmac|static_header|none] [--concurrency 16] \
                  [--seconds 5] [--requests N] [--warmup 0] [--tickets-file F] [--prefix P] \
                  [--pid [NAME=]PID]... [--clk-tck HZ] [--threads 1] [--label L] [--client raw|reqwest]\n\
                  (details at the top of bench/loadgen.rs)"
             );
             return Ok(ExitCode::SUCCESS);
         }
-        Some(other) => return Err(format!("unknown mode {other:?} (http|grpc|free-port)")),
+        Some(other) => {
+            return Err(format!(
+                "unknown mode {other:?} (http|grpc|grpc-connect|free-port)"
+            ))
+        }
     };
     let args = parse_args(mode, raw)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -158,6 +206,10 @@ fn parse_args(mode: Mode, mut raw: impl Iterator<Item = String>) -> Result<Args,
         url: None,
         addr: None,
         secret: String::new(),
+        auth: match mode {
+            Mode::GrpcConnect => Auth::StaticHeader,
+            Mode::Http | Mode::Grpc => Auth::Hmac,
+        },
         concurrency: 16,
         seconds: 5.0,
         requests: None,
@@ -184,6 +236,7 @@ fn parse_args(mode: Mode, mut raw: impl Iterator<Item = String>) -> Result<Args,
             "--url" => args.url = Some(v),
             "--addr" => args.addr = Some(v),
             "--secret" => args.secret = v,
+            "--auth" => args.auth = Auth::parse(&v)?,
             "--concurrency" => args.concurrency = num(&flag, &v)?,
             "--seconds" => args.seconds = num(&flag, &v)?,
             "--requests" => args.requests = Some(num(&flag, &v)?),
@@ -217,20 +270,26 @@ fn parse_args(mode: Mode, mut raw: impl Iterator<Item = String>) -> Result<Args,
     if !seconds_ok || !(0.0..=600.0).contains(&args.warmup) {
         return Err("--seconds must be in (0, 600] and --warmup in [0, 600]".into());
     }
+    if args.secret.is_empty() {
+        // The environment keeps the secret out of the process list.
+        args.secret = std::env::var("LOADGEN_SECRET").unwrap_or_default();
+    }
     match mode {
-        Mode::Http => {
-            if args.url.is_none() {
-                return Err("http mode needs --url".into());
-            }
-            if args.secret.is_empty() {
-                return Err(
-                    "http mode needs --secret (the service runs with CENTRIFUGO_PROXY_AUTH=hmac)"
-                        .into(),
-                );
-            }
+        Mode::Http if args.url.is_none() => return Err("http mode needs --url".into()),
+        Mode::Grpc | Mode::GrpcConnect if args.addr.is_none() => {
+            return Err(format!("{} mode needs --addr", mode.as_str()))
         }
-        Mode::Grpc if args.addr.is_none() => return Err("grpc mode needs --addr".into()),
-        Mode::Grpc => {}
+        _ => {}
+    }
+    let needs_secret = mode != Mode::Grpc && args.auth != Auth::None;
+    if needs_secret && args.secret.is_empty() {
+        return Err(format!(
+            "{} mode with --auth other than none needs --secret (or LOADGEN_SECRET)",
+            mode.as_str()
+        ));
+    }
+    if mode == Mode::GrpcConnect && args.auth == Auth::Hmac {
+        return Err("grpc-connect: --auth hmac is HTTP only (use static_header or none)".into());
     }
     Ok(args)
 }
@@ -243,17 +302,23 @@ fn parse_args(mode: Mode, mut raw: impl Iterator<Item = String>) -> Result<Args,
 enum Outcome {
     Http(u16),
     Grpc(i32),
+    /// A status-OK proxy answer, by what it carries: `result`, `disconnect`, `error`, `empty`.
+    GrpcAnswer(&'static str),
     Error(&'static str),
 }
 
 impl Outcome {
     fn is_ok(self) -> bool {
-        matches!(self, Self::Http(200) | Self::Grpc(0))
+        matches!(
+            self,
+            Self::Http(200) | Self::Grpc(0) | Self::GrpcAnswer("result")
+        )
     }
     fn label(self) -> String {
         match self {
             Self::Http(status) => format!("http_{status}"),
             Self::Grpc(code) => format!("grpc_{:?}", tonic::Code::from_i32(code)).to_lowercase(),
+            Self::GrpcAnswer(what) => format!("grpc_ok_{what}"),
             Self::Error(what) => format!("error_{what}"),
         }
     }
@@ -413,16 +478,20 @@ enum Target {
         addr: SocketAddr,
         host: String,
         path: String,
-        secret: Arc<[u8]>,
+        auth: HttpAuth,
         kind: BodyKind,
     },
     Reqwest {
         client: reqwest::Client,
         url: Arc<str>,
-        secret: Arc<[u8]>,
+        auth: HttpAuth,
         kind: BodyKind,
     },
     Grpc(ConnectProxyServiceClient<Channel>),
+    GrpcConnect {
+        client: CentrifugoProxyClient<Channel>,
+        secret: Option<AsciiMetadataValue>,
+    },
 }
 
 impl Target {
@@ -430,7 +499,10 @@ impl Target {
         match args.mode {
             Mode::Http => {
                 let url = args.url.clone().unwrap_or_default();
-                let secret: Arc<[u8]> = args.secret.as_bytes().into();
+                let auth = HttpAuth {
+                    mode: args.auth,
+                    secret: args.secret.as_bytes().into(),
+                };
                 let (addr, host, path) = parse_http_url(&url)?;
                 let kind = BodyKind::from_path(&path);
                 if !addr.ip().is_loopback() {
@@ -441,7 +513,7 @@ impl Target {
                         addr,
                         host,
                         path,
-                        secret,
+                        auth,
                         kind,
                     },
                     ClientKind::Reqwest => Self::Reqwest {
@@ -452,26 +524,26 @@ impl Target {
                             .build()
                             .map_err(|e| format!("reqwest client: {e}"))?,
                         url: url.into(),
-                        secret,
+                        auth,
                         kind,
                     },
                 })
             }
-            Mode::Grpc => {
-                let addr = args.addr.clone().unwrap_or_default();
-                let sock: SocketAddr = addr
-                    .parse()
-                    .map_err(|e| format!("--addr {addr:?}: expected ip:port ({e})"))?;
-                if !sock.ip().is_loopback() {
-                    return Err(format!("--addr {addr}: only loopback targets are allowed"));
-                }
-                let channel = tonic::transport::Endpoint::from_shared(format!("http://{sock}"))
-                    .map_err(|e| format!("--addr {addr}: {e}"))?
-                    .tcp_nodelay(true)
-                    .connect()
-                    .await
-                    .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
-                Ok(Self::Grpc(ConnectProxyServiceClient::new(channel)))
+            Mode::Grpc => Ok(Self::Grpc(ConnectProxyServiceClient::new(
+                grpc_channel(args).await?,
+            ))),
+            Mode::GrpcConnect => {
+                let secret = match args.auth {
+                    Auth::StaticHeader => Some(
+                        AsciiMetadataValue::try_from(args.secret.as_str())
+                            .map_err(|_| "--secret: not a valid metadata value".to_owned())?,
+                    ),
+                    Auth::None | Auth::Hmac => None,
+                };
+                Ok(Self::GrpcConnect {
+                    client: CentrifugoProxyClient::new(grpc_channel(args).await?),
+                    secret,
+                })
             }
         }
     }
@@ -483,7 +555,7 @@ impl Target {
                 addr,
                 host,
                 path,
-                secret,
+                auth,
                 kind,
             } => Connection::Raw(RawHttp {
                 kind: *kind,
@@ -491,7 +563,7 @@ impl Target {
                 head: format!(
                     "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
                 ),
-                secret: secret.clone(),
+                auth: auth.clone(),
                 stream: None,
                 buf: Vec::with_capacity(4096),
                 out: Vec::with_capacity(1024),
@@ -500,17 +572,22 @@ impl Target {
             Self::Reqwest {
                 client,
                 url,
-                secret,
+                auth,
                 kind,
             } => Connection::Reqwest {
                 client: client.clone(),
                 url: url.clone(),
-                secret: secret.clone(),
+                auth: auth.clone(),
                 kind: *kind,
                 seed,
             },
             Self::Grpc(client) => Connection::Grpc {
                 client: client.clone(),
+                seed,
+            },
+            Self::GrpcConnect { client, secret } => Connection::GrpcConnect {
+                client: client.clone(),
+                secret: secret.clone(),
                 seed,
             },
         }
@@ -522,12 +599,17 @@ enum Connection {
     Reqwest {
         client: reqwest::Client,
         url: Arc<str>,
-        secret: Arc<[u8]>,
+        auth: HttpAuth,
         kind: BodyKind,
         seed: u64,
     },
     Grpc {
         client: ConnectProxyServiceClient<Channel>,
+        seed: u64,
+    },
+    GrpcConnect {
+        client: CentrifugoProxyClient<Channel>,
+        secret: Option<AsciiMetadataValue>,
         seed: u64,
     },
 }
@@ -539,19 +621,18 @@ impl Connection {
             Self::Reqwest {
                 client,
                 url,
-                secret,
+                auth,
                 kind,
                 seed,
             } => {
                 let body = request_body(*kind, &client_id(*seed, n), ticket);
-                let signature = sign(secret, body.as_bytes());
-                let sent = client
+                let mut request = client
                     .post(&**url)
-                    .header("content-type", "application/json")
-                    .header(SIGNATURE_HEADER, signature)
-                    .body(body)
-                    .send()
-                    .await;
+                    .header("content-type", "application/json");
+                if let Some((name, value)) = auth.header(body.as_bytes()) {
+                    request = request.header(name, value);
+                }
+                let sent = request.body(body).send().await;
                 match sent {
                     Ok(response) => {
                         let status = response.status().as_u16();
@@ -576,12 +657,85 @@ impl Connection {
                     Err(status) => Outcome::Grpc(status.code() as i32),
                 }
             }
+            Self::GrpcConnect {
+                client,
+                secret,
+                seed,
+            } => {
+                let ticket_json = serde_json::Value::String(ticket.to_owned()).to_string();
+                let mut request = tonic::Request::new(ConnectRequest {
+                    client: client_id(*seed, n),
+                    transport: "websocket".to_owned(),
+                    protocol: "json".to_owned(),
+                    encoding: "json".to_owned(),
+                    data: format!(r#"{{"token":{ticket_json}}}"#).into_bytes(),
+                    ..ConnectRequest::default()
+                });
+                request.set_timeout(CENTRIFUGO_PROXY_TIMEOUT);
+                if let Some(secret) = secret {
+                    request
+                        .metadata_mut()
+                        .insert(MetadataKey::from_static(SECRET_HEADER), secret.clone());
+                }
+                match client.connect(request).await {
+                    Ok(response) => {
+                        let answer = response.into_inner();
+                        Outcome::GrpcAnswer(if answer.result.is_some() {
+                            "result"
+                        } else if answer.disconnect.is_some() {
+                            "disconnect"
+                        } else if answer.error.is_some() {
+                            "error"
+                        } else {
+                            "empty"
+                        })
+                    }
+                    Err(status) => Outcome::Grpc(status.code() as i32),
+                }
+            }
         }
     }
 
     fn reset(&mut self) {
         if let Self::Raw(raw) = self {
             raw.stream = None;
+        }
+    }
+}
+
+/// One loopback channel (one HTTP/2 connection) to `--addr`, connected before the run.
+async fn grpc_channel(args: &Args) -> Result<Channel, String> {
+    let addr = args.addr.clone().unwrap_or_default();
+    let sock: SocketAddr = addr
+        .parse()
+        .map_err(|e| format!("--addr {addr:?}: expected ip:port ({e})"))?;
+    if !sock.ip().is_loopback() {
+        return Err(format!("--addr {addr}: only loopback targets are allowed"));
+    }
+    tonic::transport::Endpoint::from_shared(format!("http://{sock}"))
+        .map_err(|e| format!("--addr {addr}: {e}"))?
+        .tcp_nodelay(true)
+        .connect()
+        .await
+        .map_err(|e| format!("cannot connect to {addr}: {e}"))
+}
+
+/// How an HTTP request is authenticated: the header to add for a given body.
+#[derive(Clone)]
+struct HttpAuth {
+    mode: Auth,
+    secret: Arc<[u8]>,
+}
+
+impl HttpAuth {
+    fn header(&self, body: &[u8]) -> Option<(&'static str, String)> {
+        match self.mode {
+            Auth::Hmac => Some((SIGNATURE_HEADER, sign(&self.secret, body))),
+            Auth::StaticHeader => Some((
+                SECRET_HEADER,
+                String::from_utf8_lossy(&self.secret).into_owned(),
+            )),
+            Auth::None => None,
         }
     }
 }
@@ -677,7 +831,7 @@ struct RawHttp {
     kind: BodyKind,
     /// Request line and fixed headers.
     head: String,
-    secret: Arc<[u8]>,
+    auth: HttpAuth,
     stream: Option<TcpStream>,
     buf: Vec<u8>,
     out: Vec<u8>,
@@ -687,14 +841,13 @@ struct RawHttp {
 impl RawHttp {
     async fn send(&mut self, ticket: &str, n: u64) -> Outcome {
         let body = request_body(self.kind, &client_id(self.seed, n), ticket);
-        let signature = sign(&self.secret, body.as_bytes());
         self.out.clear();
         self.out.extend_from_slice(self.head.as_bytes());
-        let _ = write!(
-            self.out,
-            "Content-Length: {}\r\n{SIGNATURE_HEADER}: {signature}\r\n\r\n",
-            body.len()
-        );
+        let _ = write!(self.out, "Content-Length: {}\r\n", body.len());
+        if let Some((name, value)) = self.auth.header(body.as_bytes()) {
+            let _ = write!(self.out, "{name}: {value}\r\n");
+        }
+        self.out.extend_from_slice(b"\r\n");
         self.out.extend_from_slice(body.as_bytes());
         match self.exchange().await {
             Ok((status, keep_alive)) => {
@@ -980,7 +1133,7 @@ impl Report {
             .or(args.addr.as_deref())
             .unwrap_or_default();
         let client = match (args.mode, args.client) {
-            (Mode::Grpc, _) => "tonic",
+            (Mode::Grpc | Mode::GrpcConnect, _) => "tonic",
             (Mode::Http, ClientKind::Raw) => "raw-http1",
             (Mode::Http, ClientKind::Reqwest) => "reqwest",
         };

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The realtime-service benchmark, one command from the repository root:
 #
-#     bash bench/run.sh
+#     bash bench/run.sh               # everything below (~2 min once built)
+#     bash bench/run.sh transports    # only part 3 (~1 min once built)
 #
 # Builds release, starts the fake identity-service (bench_identity) and the service on
 # free loopback ports, and drives signed connect requests from a separate process (loadgen):
@@ -10,7 +11,12 @@
 #      latency under load), and again at BENCH_LATENCY_CONCURRENCY (unloaded latency);
 #   2. degraded mode: a second instance whose identity-service address is a closed port,
 #      with a generated fallback pool; once /health says degraded, pool tickets are driven
-#      at both concurrencies.
+#      at both concurrencies;
+#   3. transports: connect over HTTP and over gRPC (CentrifugoProxy/Connect) through one
+#      instance that authenticates both (CENTRIFUGO_PROXY_AUTH=static_header), and through
+#      the pass-through reference (bench/passthrough.rs: the same Validate call with nothing
+#      around it), at BENCH_CONCURRENCY, in BENCH_TRANSPORT_ROUNDS rounds (medians). A build
+#      without a gRPC listener is reported as "gRPC: not served by this build".
 # Prints throughput, p50/p99, the service's CPU time per request, peak RSS, and a summary.
 # Everything listens on 127.0.0.1 and every run is bounded in time; all processes started
 # here are stopped on exit. bench/README.md explains each figure.
@@ -24,9 +30,17 @@
 #   BENCH_POOL_TICKETS=600000     fallback pool size for the degraded runs (a third is kept
 #                                 for the unloaded run; a run that uses up its share ends early)
 #   BENCH_CLIENT=raw              loadgen HTTP client: raw (minimal HTTP/1.1) | reqwest
+#   BENCH_TRANSPORT_ROUNDS=3      rounds of the transports comparison (the order of the
+#                                 three paths rotates per round; the table shows medians)
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+SCENARIO=${1:-all}
+case $SCENARIO in
+  all | transports) ;;
+  *) echo "usage: bash bench/run.sh [all|transports]" >&2; exit 2 ;;
+esac
 
 C=${BENCH_CONCURRENCY:-16}
 D=${BENCH_SECONDS:-5}
@@ -35,20 +49,23 @@ D_LAT=${BENCH_LATENCY_SECONDS:-3}
 WARMUP=${BENCH_WARMUP_SECONDS:-1}
 POOL_TICKETS=${BENCH_POOL_TICKETS:-600000}
 CLIENT=${BENCH_CLIENT:-raw}
+ROUNDS=${BENCH_TRANSPORT_ROUNDS:-3}
 # The degraded-mode instance: the window must be >= the Validate deadline (startup check).
 WINDOW_MS=2500
 DEADLINE_MS=2500
 
-for v in C D C_LAT D_LAT WARMUP POOL_TICKETS; do
+for v in C D C_LAT D_LAT WARMUP POOL_TICKETS ROUNDS; do
   [[ ${!v} =~ ^[0-9]+$ ]] || { echo "run.sh: $v=${!v} must be a whole number" >&2; exit 2; }
 done
 (( D <= 60 && D_LAT <= 60 && WARMUP <= 10 )) || { echo "run.sh: keep runs short (seconds <= 60, warm-up <= 10)" >&2; exit 2; }
 (( POOL_TICKETS >= 2000 )) || { echo "run.sh: BENCH_POOL_TICKETS must be >= 2000" >&2; exit 2; }
+(( ROUNDS >= 1 && ROUNDS <= 9 )) || { echo "run.sh: BENCH_TRANSPORT_ROUNDS must be 1..9" >&2; exit 2; }
 
 TARGET=${CARGO_TARGET_DIR:-target}/release
 SERVICE_BIN=$TARGET/realtime-service
 LOADGEN=$TARGET/examples/loadgen
 IDENTITY_BIN=$TARGET/examples/bench_identity
+PASSTHROUGH_BIN=$TARGET/examples/passthrough
 CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/realtime-bench.XXXXXX")
@@ -91,6 +108,21 @@ wait_ready() { # PID PORT NAME LOGFILE
   die "$3 not ready on port $2 after 10 s"
 }
 
+# wait_listening PID OUTFILE ERRFILE NAME: the address a helper prints as "listening <addr>".
+wait_listening() {
+  local addr
+  for _ in $(seq 1 100); do
+    addr=$(sed -n 's/^listening //p' "$2")
+    [[ -n $addr ]] && { echo "$addr"; return 0; }
+    kill -0 "$1" 2>/dev/null || { cat "$3" >&2; die "$4 exited during startup"; }
+    sleep 0.1
+  done
+  die "$4 did not report its address within 10 s"
+}
+
+# port_open PORT: something accepts TCP connections on 127.0.0.1:PORT.
+port_open() { (: <>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
 health() { curl -fsS "http://127.0.0.1:$1/health"; }
 
 peak_rss() { # PID -> "VmHWM kB" of the process (peak resident set)
@@ -120,7 +152,7 @@ start_service() { # NAME PORT LOGFILE ENV...
 
 # ---------------------------------------------------------------------------------------
 log "build (release)"
-cargo build --release --bin realtime-service --example loadgen --example bench_identity
+cargo build --release --bin realtime-service --example loadgen --example bench_identity --example passthrough
 
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), CLK_TCK=$CLK_TCK"
 echo "settings: concurrency $C for ${D}s, latency concurrency $C_LAT for ${D_LAT}s, warm-up ${WARMUP}s, client $CLIENT"
@@ -132,15 +164,106 @@ log "start fake identity-service and the service"
 "$IDENTITY_BIN" --listen 127.0.0.1:0 >"$WORK/identity.out" 2>"$WORK/identity.err" &
 IDENTITY_PID=$!
 STARTED_PIDS+=("$IDENTITY_PID")
-IDENTITY_ADDR=
-for _ in $(seq 1 100); do
-  IDENTITY_ADDR=$(sed -n 's/^listening //p' "$WORK/identity.out")
-  [[ -n $IDENTITY_ADDR ]] && break
-  kill -0 "$IDENTITY_PID" 2>/dev/null || { cat "$WORK/identity.err" >&2; die "bench_identity exited"; }
-  sleep 0.1
-done
-[[ -n $IDENTITY_ADDR ]] || die "bench_identity did not report its address"
+IDENTITY_ADDR=$(wait_listening "$IDENTITY_PID" "$WORK/identity.out" "$WORK/identity.err" bench_identity)
 echo "fake identity-service: $IDENTITY_ADDR (pid $IDENTITY_PID)"
+
+# ---------------------------------------------------------------------------------------
+# Part 3, a function because `transports` runs it alone.
+transports() {
+  log "transports: connect over HTTP and gRPC through the service, and the pass-through; $C in flight, ${D}s each, $ROUNDS round(s)"
+  local http_port grpc_port svc_pid pt_pid pt_addr grpc=
+  http_port=$(free_port)
+  grpc_port=$(free_port)
+  # static_header for both transports: the gRPC listener accepts no HMAC, and both paths
+  # must pay for authentication.
+  start_service transports "$http_port" "$WORK/transports.log" \
+    IDENTITY_VALIDATE_GRPC_ADDRESS="$IDENTITY_ADDR" IDENTITY_VALIDATE_DEADLINE_MS=$DEADLINE_MS \
+    CENTRIFUGO_PROXY_AUTH=static_header GRPC_PROXY_LISTEN_PORT="$grpc_port"
+  svc_pid=$SERVICE_PID
+  # Ready on HTTP does not promise the gRPC listener is bound yet: allow it 2 s more.
+  for _ in $(seq 1 20); do
+    port_open "$grpc_port" && { grpc=yes; break; }
+    sleep 0.1
+  done
+  echo "service: HTTP 127.0.0.1:$http_port, gRPC ${grpc:+127.0.0.1:$grpc_port}${grpc:-not served by this build} (pid $svc_pid)"
+
+  "$PASSTHROUGH_BIN" --listen 127.0.0.1:0 --identity "$IDENTITY_ADDR" --deadline-ms "$DEADLINE_MS" \
+    >"$WORK/passthrough.out" 2>"$WORK/passthrough.err" &
+  pt_pid=$!
+  STARTED_PIDS+=("$pt_pid")
+  pt_addr=$(wait_listening "$pt_pid" "$WORK/passthrough.out" "$WORK/passthrough.err" passthrough)
+  echo "pass-through: $pt_addr (pid $pt_pid)"
+
+  # The same request bytes to both HTTP targets (the pass-through ignores the secret), so
+  # only the server side differs. The first --pid is the server under test.
+  local common=(--concurrency "$C" --seconds "$D" --warmup "$WARMUP" --secret "$SECRET" --auth static_header)
+  local -a r_http=() r_grpc=() r_pt=()
+  local round path
+  for ((round = 0; round < ROUNDS; round++)); do
+    # Rotate the order so no path always runs first (or last) on a drifting machine.
+    local order=(http grpc passthrough)
+    order=("${order[@]:round % 3}" "${order[@]:0:round % 3}")
+    for path in "${order[@]}"; do
+      case $path in
+        http)
+          load http --url "http://127.0.0.1:$http_port/centrifugo/connect" --client "$CLIENT" "${common[@]}" \
+            --label "http-r$round" --pid service="$svc_pid" --pid identity="$IDENTITY_PID"
+          r_http+=("$RESULT") ;;
+        grpc)
+          [[ -n $grpc ]] || continue
+          load grpc-connect --addr "127.0.0.1:$grpc_port" "${common[@]}" \
+            --label "grpc-r$round" --pid service="$svc_pid" --pid identity="$IDENTITY_PID"
+          r_grpc+=("$RESULT") ;;
+        passthrough)
+          load http --url "http://$pt_addr/centrifugo/connect" --client "$CLIENT" "${common[@]}" \
+            --label "passthrough-r$round" --pid passthrough="$pt_pid" --pid identity="$IDENTITY_PID"
+          r_pt+=("$RESULT") ;;
+      esac
+    done
+  done
+
+  log "transports summary: medians of $ROUNDS round(s), $C in flight"
+  # med FIELD RESULT...: the median of FIELD over the RESULT lines (the lower middle one).
+  med() {
+    local f=$1
+    shift
+    for r in "$@"; do field "$r" "$f"; done | sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'
+  }
+  printf '%-22s %8s %8s %8s %8s %14s %14s %7s %7s\n' \
+    path inflight req/s p50_ms p99_ms server_cpu_us identity_cpu_us errors other%
+  trow() { # NAME RESULT...
+    local name=$1
+    shift
+    printf '%-22s %8s %8.0f %8.3f %8.3f %14s %14s %7s %7s\n' "$name" "$C" "$(med rps "$@")" \
+      "$(calc "$(med p50_us "$@") / 1000" 3)" "$(calc "$(med p99_us "$@") / 1000" 3)" \
+      "$(med cpu_us_per_req "$@")" "$(med cpu_us_per_req_identity "$@")" "$(med errors "$@")" "$(med other_cpu_pct "$@")"
+  }
+  trow "HTTP via service" "${r_http[@]}"
+  if [[ -n $grpc ]]; then trow "gRPC via service" "${r_grpc[@]}"; else echo "gRPC: not served by this build"; fi
+  trow "pass-through (HTTP)" "${r_pt[@]}"
+  echo "server_cpu_us: utime+stime of the server under test (the service, or the pass-through) per request."
+  local http_cpu pt_cpu
+  http_cpu=$(med cpu_us_per_req "${r_http[@]}")
+  pt_cpu=$(med cpu_us_per_req "${r_pt[@]}")
+  local ratio
+  ratio=$(calc "$http_cpu / $pt_cpu" 2)
+  echo "HTTP connect CPU per request / pass-through: $ratio (target <= 1.15: $(verdict "$ratio <= 1.15"))"
+  if [[ -n $grpc ]]; then
+    ratio=$(calc "$(med cpu_us_per_req "${r_grpc[@]}") / $http_cpu" 2)
+    echo "gRPC connect CPU per request / HTTP: $ratio (target <= 1.00: $(verdict "$ratio <= 1.00"))"
+    echo "gRPC throughput / HTTP: $(calc "$(med rps "${r_grpc[@]}") / $(med rps "${r_http[@]}")" 2)"
+  else
+    echo "gRPC connect CPU per request / HTTP: - (gRPC: not served by this build)"
+  fi
+  echo "HTTP throughput / pass-through: $(calc "$(med rps "${r_http[@]}") / $(med rps "${r_pt[@]}")" 2)"
+  echo "note: $(nproc) shared cores run the load generator, the server and the fake together; compare ratios, not absolutes."
+}
+verdict() { awk "BEGIN { print (($1) ? \"met\" : \"NOT met\") }"; }
+
+if [[ $SCENARIO == transports ]]; then
+  transports
+  exit 0
+fi
 
 SERVICE_PORT=$(free_port)
 start_service service "$SERVICE_PORT" "$WORK/service.log" \
@@ -249,7 +372,6 @@ ADDED_P50_MS=$(calc "($(p "$R_SERVICE" p50_us) - $(p "$R_DIRECT" p50_us)) / 1000
 ADDED_P50_LAT_MS=$(calc "($(p "$R_SERVICE_LAT" p50_us) - $(p "$R_DIRECT_LAT" p50_us)) / 1000" 3)
 RPS_RATIO=$(calc "$(p "$R_SERVICE" rps) / $(p "$R_DIRECT" rps)" 2)
 P50_RATIO=$(calc "$(p "$R_SERVICE" p50_us) / $(p "$R_DIRECT" p50_us)" 2)
-verdict() { awk "BEGIN { print (($1) ? \"met\" : \"NOT met\") }"; }
 
 printf '%-18s %8s %8s %8s %8s %8s %14s %7s %7s\n' \
   run inflight req/s p50_ms p99_ms max_ms svc_cpu_us/req errors other%
@@ -283,3 +405,6 @@ echo "peak RSS (VmHWM): service $((NORMAL_RSS_KB / 1024)) MiB, degraded instance
 echo "other%: CPU used during the run by processes outside this benchmark, in % of one core (noise)."
 echo "note: $(nproc) shared cores run the load generator, the service and the fake together; ratios matter more than absolute figures."
 echo "note: while degraded, one request at a time still tries identity-service; a closed port refuses at once, so that costs little here."
+
+# ---------------------------------------------------------------------------------------
+transports

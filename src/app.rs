@@ -20,6 +20,7 @@ use crate::policy::{ChannelPolicy, PolicyError};
 use crate::ratelimit::PublishLimiter;
 use crate::rpc::RpcClient;
 use crate::service::{self, ProxyService};
+use crate::transport::grpc::{self, GrpcProxy, GrpcServer};
 use crate::transport::http::{self, auth::ProxyAuth, AppState, HttpState, Readiness};
 
 /// How to stop.
@@ -48,6 +49,7 @@ pub enum StartupError {
 pub struct Application {
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
+    grpc: Option<GrpcServer>,
     state: AppState,
     drain_delay: Duration,
     _probe: probe::ProbeGuard,
@@ -112,6 +114,23 @@ impl Application {
             metrics: metrics.clone(),
         });
         service.refresh_gauges();
+        let grpc = match config.listen.grpc {
+            Some(addr) => {
+                let tls = match &config.listen.grpc_tls {
+                    Some(tls) => Some(grpc::tls_config(tls).map_err(ConfigErrors::from)?),
+                    None => None,
+                };
+                let proxy =
+                    GrpcProxy::new(service.clone(), &config.auth, config.edge.max_body_bytes);
+                Some(GrpcServer::new(
+                    bind(addr).await?,
+                    proxy,
+                    tls,
+                    config.edge.max_body_bytes,
+                ))
+            }
+            None => None,
+        };
         let state = AppState::new(HttpState {
             service,
             auth: ProxyAuth::new(&config.auth),
@@ -128,6 +147,7 @@ impl Application {
         Ok(Self {
             listener,
             metrics_listener,
+            grpc,
             state,
             drain_delay: config.drain_delay,
             _probe: probe,
@@ -136,6 +156,14 @@ impl Application {
 
     pub fn port(&self) -> u16 {
         self.listener.local_addr().map_or(0, |a| a.port())
+    }
+
+    /// The gRPC proxy listener's port, when one is configured.
+    pub fn grpc_port(&self) -> Option<u16> {
+        self.grpc
+            .as_ref()
+            .and_then(|g| g.local_addr().ok())
+            .map(|a| a.port())
     }
 
     pub fn metrics_port(&self) -> Option<u16> {
@@ -157,6 +185,7 @@ impl Application {
         let Self {
             listener,
             metrics_listener,
+            grpc,
             state,
             drain_delay,
             _probe,
@@ -187,6 +216,13 @@ impl Application {
                     .await
             })
         });
+        let grpc_server = grpc.map(|server| {
+            if let Ok(addr) = server.local_addr() {
+                tracing::info!(%addr, "gRPC proxy listening");
+            }
+            let stop = stopped(stop_rx.clone());
+            tokio::spawn(server.run(stop))
+        });
         let with_metrics = metrics_server.is_none();
         tracing::info!(
             addr = %listener.local_addr()?,
@@ -200,6 +236,12 @@ impl Application {
             .await?;
         if let Some(server) = metrics_server {
             server.await.map_err(std::io::Error::other)??;
+        }
+        if let Some(server) = grpc_server {
+            server
+                .await
+                .map_err(std::io::Error::other)?
+                .map_err(std::io::Error::other)?;
         }
         tracing::info!("shutdown: all requests finished");
         Ok(())

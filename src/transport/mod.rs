@@ -2,4 +2,6 @@
 //! decodes its wire shape into the neutral request (`crate::proxy`), calls the use case
 //! (`crate::service`) and encodes the neutral answer; nothing below them knows they exist.
 
+pub mod grpc;
 pub mod http;
+mod secret;

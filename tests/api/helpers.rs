@@ -8,6 +8,7 @@ use realtime_service::app::{Application, Shutdown};
 use realtime_service::clock::Clock;
 use realtime_service::config::Settings;
 use realtime_service::fake_identity::FakeIdentity;
+use realtime_service::transport::grpc::proto::centrifugo_proxy_client::CentrifugoProxyClient;
 use realtime_service::transport::http::auth::{sign, SIGNATURE_HEADER};
 use realtime_service::transport::http::AppState;
 use serde_json::Value;
@@ -82,6 +83,8 @@ impl TestConfig {
 pub struct TestApp {
     pub address: String,
     pub port: u16,
+    /// The gRPC proxy listener (every test app has one; `GRPC_PROXY_LISTEN_PORT=0`).
+    pub grpc_port: u16,
     pub identity: FakeIdentity,
     pub clock: Clock,
     pub state: AppState,
@@ -142,7 +145,8 @@ pub async fn spawn_app_against(
         .set("FALLBACK_DEGRADED_WINDOW_MS", WINDOW_MS.to_string())
         .set("IDENTITY_PROBE_INTERVAL_MS", "50")
         .set("FALLBACK_LOW_WATERMARK", "0")
-        .set("SHUTDOWN_DRAIN_DELAY_MS", "0");
+        .set("SHUTDOWN_DRAIN_DELAY_MS", "0")
+        .set("GRPC_PROXY_LISTEN_PORT", "0");
     configure(&mut config);
     let pool_dir = config.pool.clone().map(|tickets| {
         let dir = TempDir::new();
@@ -157,6 +161,7 @@ pub async fn spawn_app_against(
         .await
         .expect("app builds");
     let port = app.port();
+    let grpc_port = app.grpc_port().unwrap_or_default();
     let state = app.state().clone();
     let (tx, rx) = oneshot::channel();
     let server =
@@ -164,6 +169,7 @@ pub async fn spawn_app_against(
     TestApp {
         address: format!("http://127.0.0.1:{port}"),
         port,
+        grpc_port,
         identity,
         clock,
         state,
@@ -224,6 +230,14 @@ impl TestApp {
             .await
             .expect("request sent");
         into_test_response(response).await
+    }
+
+    /// A gRPC `CentrifugoProxy` client on the app's gRPC listener (connects lazily).
+    pub fn grpc(&self) -> CentrifugoProxyClient<tonic::transport::Channel> {
+        let endpoint =
+            tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{}", self.grpc_port))
+                .expect("endpoint");
+        CentrifugoProxyClient::new(endpoint.connect_lazy())
     }
 
     pub async fn health(&self) -> Value {

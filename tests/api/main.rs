@@ -5,6 +5,7 @@
 mod auth;
 mod config;
 mod connect;
+mod grpc_smoke;
 mod helpers;
 mod logs;
 mod ops;

@@ -12,11 +12,11 @@ use std::fmt;
 
 use axum::http::HeaderMap;
 use hmac::{Hmac, Mac};
-use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
+use sha2::Sha256;
 
 use crate::config::{Auth, ProxyAuthMode};
 pub use crate::proxy::AuthFailure;
+use crate::transport::secret::{check_shape, SecretDigests};
 
 pub const SIGNATURE_HEADER: &str = "x-centrifugo-proxy-signature";
 pub const SECRET_HEADER: &str = "x-centrifugo-proxy-secret";
@@ -28,8 +28,8 @@ type HmacSha256 = Hmac<Sha256>;
 pub enum ProxyAuth {
     /// Keyed MACs, current first: cloning a keyed MAC skips re-hashing the key per request.
     Hmac(Vec<HmacSha256>),
-    /// SHA-256 of each accepted secret: comparing digests hides the secret's length too.
-    StaticHeader(Vec<[u8; 32]>),
+    /// The secret itself in a header.
+    StaticHeader(SecretDigests),
     None,
 }
 
@@ -49,12 +49,7 @@ impl ProxyAuth {
                     .filter_map(|s| HmacSha256::new_from_slice(s.expose()).ok())
                     .collect(),
             ),
-            ProxyAuthMode::StaticHeader => Self::StaticHeader(
-                secrets
-                    .iter()
-                    .map(|s| Sha256::digest(s.expose()).into())
-                    .collect(),
-            ),
+            ProxyAuthMode::StaticHeader => Self::StaticHeader(SecretDigests::new(secrets)),
             ProxyAuthMode::None => Self::None,
         }
     }
@@ -73,19 +68,9 @@ impl ProxyAuth {
     pub fn check_headers(&self, headers: &HeaderMap) -> Result<Option<[u8; 32]>, AuthFailure> {
         match self {
             Self::None => Ok(None),
-            Self::StaticHeader(accepted) => {
-                let value = single_header(headers, SECRET_HEADER)?;
-                let digest: [u8; 32] = Sha256::digest(value).into();
-                // Evaluate every candidate, so timing does not tell which secret matched.
-                let matched = accepted
-                    .iter()
-                    .fold(subtle::Choice::from(0), |acc, a| acc | a.ct_eq(&digest));
-                if bool::from(matched) {
-                    Ok(None)
-                } else {
-                    Err(AuthFailure::Mismatch)
-                }
-            }
+            Self::StaticHeader(accepted) => accepted
+                .check(headers.get_all(SECRET_HEADER).iter().map(|v| v.as_bytes()))
+                .map(|()| None),
             Self::Hmac(_) => {
                 let value = single_header(headers, SIGNATURE_HEADER)?;
                 let mut signature = [0u8; 32];
@@ -128,9 +113,7 @@ fn single_header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a [u8], Aut
         return Err(AuthFailure::Malformed);
     }
     let bytes = value.as_bytes();
-    if bytes.is_empty() || !bytes.iter().all(u8::is_ascii_graphic) {
-        return Err(AuthFailure::Malformed);
-    }
+    check_shape(bytes)?;
     Ok(bytes)
 }
 
