@@ -1,6 +1,6 @@
 //! A standalone fake identity-service for the benchmark (`bench/run.sh`).
 //!
-//! Runs [`FakeIdentity`] with `accept_any(true)`: every non-empty ticket is answered with a
+//! Runs the product's stand-in identity-service (`demo::identity`) answering every non-empty ticket with a
 //! `Success` (no scripted tickets, nothing consumed), so the load generator can send unique
 //! tickets at any rate. Prints `listening <host:port>` on stdout once it accepts connections,
 //! then serves until it is killed (SIGTERM/SIGINT end it cleanly).
@@ -16,7 +16,11 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use realtime_service::fake_identity::FakeIdentity;
+use std::sync::Arc;
+
+use realtime_service::demo::identity::{self as stand_in, Answers, IdentityServer};
+use realtime_service::identity::proto::{self, ValidateRequest, ValidateResponse};
+use tonic::{Request, Response, Status};
 
 #[path = "stop.rs"]
 mod stop;
@@ -69,10 +73,9 @@ fn run() -> Result<(), String> {
         .build()
         .map_err(|e| format!("cannot start the async runtime: {e}"))?;
     runtime.block_on(async move {
-        let fake = FakeIdentity::start_on(listen)
+        let fake = IdentityServer::start_on(listen, Arc::new(AcceptAny))
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
-        fake.accept_any(true);
         {
             let mut out = std::io::stdout().lock();
             writeln!(out, "listening {}", fake.address())
@@ -83,4 +86,28 @@ fn run() -> Result<(), String> {
         drop(fake);
         Ok(())
     })
+}
+
+/// Every non-empty ticket is a success for a user named after the ticket's length class, so
+/// the service under test does the full work of an accepted connect.
+struct AcceptAny;
+
+#[tonic::async_trait]
+impl Answers for AcceptAny {
+    async fn validate(
+        &self,
+        request: Request<ValidateRequest>,
+    ) -> Result<Response<ValidateResponse>, Status> {
+        let ticket = request.into_inner().ticket;
+        if ticket.is_empty() {
+            return Err(Status::invalid_argument("empty ticket"));
+        }
+        let user = format!("user-{}", ticket.len());
+        Ok(Response::new(stand_in::success(
+            &user,
+            &format!("family-of-{user}"),
+            proto::SubscriptionTier::Free,
+            false,
+        )))
+    }
 }

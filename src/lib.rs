@@ -23,7 +23,6 @@ pub mod clock;
 pub mod config;
 pub(crate) mod decide;
 pub mod demo;
-pub mod fake_identity;
 pub(crate) mod fallback;
 pub mod identity;
 pub mod meta;

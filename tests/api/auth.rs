@@ -1,7 +1,7 @@
 //! Request authentication (Centrifugo -> service): HMAC signatures, the static header,
 //! rotation, `none`, and that the check runs before anything else looks at the body.
 
-use realtime_service::fake_identity::Scripted;
+use crate::fake_identity::Scripted;
 use realtime_service::transport::http::auth::{sign, SECRET_HEADER, SIGNATURE_HEADER};
 use serde_json::json;
 

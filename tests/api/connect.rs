@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::fake_identity::Scripted;
 use base64::Engine as _;
-use realtime_service::fake_identity::Scripted;
 use realtime_service::identity::proto;
 use serde_json::{json, Value};
 use tonic::Code;

@@ -1,7 +1,7 @@
 //! The gRPC transport end to end: a real tonic client, generated from the same proto, against
 //! the real service's gRPC listener.
 
-use realtime_service::fake_identity::Scripted;
+use crate::fake_identity::Scripted;
 use realtime_service::transport::grpc::proto::ConnectRequest;
 use serde_json::{json, Value};
 use tonic::metadata::MetadataValue;

@@ -4,10 +4,10 @@
 use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
+use crate::fake_identity::FakeIdentity;
 use realtime_service::app::{Application, Shutdown};
 use realtime_service::clock::Clock;
 use realtime_service::config::Settings;
-use realtime_service::fake_identity::FakeIdentity;
 use realtime_service::transport::grpc::proto::centrifugo_proxy_client::CentrifugoProxyClient;
 use realtime_service::transport::http::auth::{sign, SIGNATURE_HEADER};
 use realtime_service::transport::http::AppState;

@@ -1,6 +1,6 @@
 //! No ticket, secret or signature ever appears in logs, `/health` or `/metrics`.
 
-use realtime_service::fake_identity::Scripted;
+use crate::fake_identity::Scripted;
 use realtime_service::transport::http::auth::{sign, SECRET_HEADER, SIGNATURE_HEADER};
 use tonic::Code;
 

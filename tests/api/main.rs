@@ -2,9 +2,11 @@
 //! identity-service behind it, signed HTTP requests in front.
 #![expect(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
+mod architecture;
 mod auth;
 mod config;
 mod connect;
+mod fake_identity;
 mod grpc_smoke;
 mod helpers;
 mod logs;

@@ -4,10 +4,10 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::fake_identity::Scripted;
 use realtime_service::app::{Application, Shutdown};
 use realtime_service::clock::Clock;
 use realtime_service::config::Settings;
-use realtime_service::fake_identity::Scripted;
 use serde_json::json;
 use tonic::Code;
 

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use realtime_service::fake_identity::{FakeIdentity, Scripted};
+use crate::fake_identity::{FakeIdentity, Scripted};
 use serde_json::{json, Value};
 use tonic::Code;
 

@@ -1,7 +1,7 @@
 //! The static fallback pool: load statuses, parsing, the exact fallback answer, single use
 //! under concurrency, misses, and when the pool is (not) consulted.
 
-use realtime_service::fake_identity::Scripted;
+use crate::fake_identity::Scripted;
 use realtime_service::transport::http::auth::{sign, SIGNATURE_HEADER};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};

@@ -2,7 +2,7 @@
 //! Centrifugo-shaped request bodies, identity contexts obtained through a real connect, and
 //! the exact reply bodies of issue 3.
 
-use realtime_service::fake_identity::Scripted;
+use crate::fake_identity::Scripted;
 use realtime_service::identity::proto;
 use serde_json::{json, Value};
 

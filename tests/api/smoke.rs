@@ -1,4 +1,4 @@
-use realtime_service::fake_identity::Scripted;
+use crate::fake_identity::Scripted;
 use serde_json::json;
 
 use crate::helpers::spawn_app;

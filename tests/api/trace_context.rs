@@ -1,8 +1,8 @@
 //! W3C trace context: a `traceparent` from the caller continues through the service into the
 //! gRPC metadata of the Validate call.
 
+use crate::fake_identity::Scripted;
 use opentelemetry::trace::TracerProvider as _;
-use realtime_service::fake_identity::Scripted;
 use tracing_subscriber::layer::SubscriberExt;
 
 use crate::helpers::{connect_body, spawn_app, SECRET};

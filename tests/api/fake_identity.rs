@@ -1,15 +1,12 @@
-//! A scriptable stand-in for identity-service: a real tonic server speaking
-//! `realtime.v1.ConnectProxyService`, used by `demo`, the benchmark and the integration tests.
+//! A scriptable stand-in for identity-service, for the integration tests: the product's own
+//! stand-in server (`realtime_service::demo::identity`, a real tonic server behind a relay)
+//! with answers the tests script.
 //!
 //! It behaves like the real one where it matters (tickets are single use; an empty ticket
 //! is answered INVALID_ARGUMENT without consuming anything), and can be told to misbehave:
 //! fail every call with a gRPC code, stall (after consuming the ticket, like a server that
 //! hangs mid-request), stop (connections dropped, port closed), black-hole (connections
 //! accepted, nothing ever answered) and come back on the same port.
-//!
-//! The gRPC server itself listens on a private port; the public address is a small TCP relay
-//! owned here. Stopping the relay drops every connection at once, which a tonic server cannot
-//! do to its own connections, so "the network went away" is simulated faithfully.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,17 +14,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
-use tonic::{Code, Request, Response, Status};
-
-use crate::identity::proto::connect_proxy_service_server::{
-    ConnectProxyService, ConnectProxyServiceServer,
-};
-use crate::identity::proto::{
+use realtime_service::demo::identity::{bind_again, Answers, IdentityServer};
+use realtime_service::identity::proto::{
     self, validate_response::Result as Branch, ValidateRequest, ValidateResponse,
 };
+use tokio::task::JoinHandle;
+use tonic::{Code, Request, Response, Status};
 
 /// A scripted answer for one ticket.
 #[derive(Debug, Clone)]
@@ -102,10 +94,9 @@ pub struct SeenCall {
 
 #[derive(Default)]
 struct Shared {
-    /// Scripted answers; the flag marks tickets that survive use (demo convenience).
-    tickets: Mutex<HashMap<String, (Scripted, bool)>>,
+    /// Scripted answers, each consumed by its first use.
+    tickets: Mutex<HashMap<String, Scripted>>,
     mode: Mutex<Option<Mode>>,
-    accept_any: std::sync::atomic::AtomicBool,
     calls: AtomicUsize,
     seen: Mutex<Vec<SeenCall>>,
 }
@@ -116,59 +107,46 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Handle to a running fake. Dropping it stops everything.
 pub struct FakeIdentity {
-    /// The public (relay) address clients use.
-    addr: SocketAddr,
-    /// The gRPC server's private address.
-    backend: SocketAddr,
+    server: IdentityServer,
     shared: Arc<Shared>,
-    server: JoinHandle<()>,
-    front: Mutex<Option<JoinHandle<()>>>,
+    /// While black-holed: the listener task that holds connections and never answers.
+    hole: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl FakeIdentity {
     /// Starts on a free loopback port.
     pub async fn start() -> std::io::Result<Self> {
-        Self::start_on("127.0.0.1:0".parse().unwrap_or_else(|_| unreachable!())).await
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0))).await
     }
 
     pub async fn start_on(addr: SocketAddr) -> std::io::Result<Self> {
-        let private = TcpListener::bind((addr.ip(), 0)).await?;
-        let backend = private.local_addr()?;
         let shared = Arc::new(Shared::default());
-        let server = spawn_server(private, shared.clone());
-        let public = TcpListener::bind(addr).await?;
-        let addr = public.local_addr()?;
-        Ok(Self {
+        let server = IdentityServer::start_on(
             addr,
-            backend,
-            shared,
+            Arc::new(Service {
+                shared: shared.clone(),
+            }),
+        )
+        .await?;
+        Ok(Self {
             server,
-            front: Mutex::new(Some(spawn_front(public, Some(backend)))),
+            shared,
+            hole: Mutex::new(None),
         })
     }
 
     pub fn addr(&self) -> SocketAddr {
-        self.addr
+        self.server.addr()
     }
 
     /// `host:port`, as `IDENTITY_VALIDATE_GRPC_ADDRESS` takes it.
     pub fn address(&self) -> String {
-        self.addr.to_string()
+        self.server.address()
     }
 
     /// Scripts the answer for a ticket (consumed on first use).
     pub fn add_ticket(&self, ticket: &str, answer: Scripted) {
-        lock(&self.shared.tickets).insert(ticket.to_owned(), (answer, false));
-    }
-
-    /// Scripts a ticket that can be used again and again (so demo commands can be repeated).
-    pub fn add_reusable_ticket(&self, ticket: &str, answer: Scripted) {
-        lock(&self.shared.tickets).insert(ticket.to_owned(), (answer, true));
-    }
-
-    /// Accept any unknown non-empty ticket as a success (benchmarks).
-    pub fn accept_any(&self, yes: bool) {
-        self.shared.accept_any.store(yes, Ordering::SeqCst);
+        lock(&self.shared.tickets).insert(ticket.to_owned(), answer);
     }
 
     /// Every call fails with `code` (no ticket is consumed).
@@ -187,37 +165,30 @@ impl FakeIdentity {
 
     /// Stops serving: open connections are dropped and the port is closed.
     pub fn stop(&self) {
-        if let Some(front) = lock(&self.front).take() {
-            front.abort();
+        if let Some(hole) = lock(&self.hole).take() {
+            hole.abort();
         }
+        self.server.stop();
     }
 
     /// Serves again on the same address.
     pub async fn restart(&self) -> std::io::Result<()> {
-        self.reopen(Some(self.backend)).await
+        self.stop();
+        self.server.restart().await
     }
 
     /// Drops open connections, then accepts new ones and never answers on them: the
     /// "packets vanish" failure, where only a deadline ends the call.
     pub async fn blackhole(&self) -> std::io::Result<()> {
-        self.reopen(None).await
-    }
-
-    async fn reopen(&self, backend: Option<SocketAddr>) -> std::io::Result<()> {
         self.stop();
-        // The aborted relay releases the port asynchronously; retry briefly.
-        let mut attempt = 0;
-        let listener = loop {
-            match TcpListener::bind(self.addr).await {
-                Ok(listener) => break listener,
-                Err(e) if attempt >= 50 => return Err(e),
-                Err(_) => {
-                    attempt += 1;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
+        let listener = bind_again(self.addr()).await?;
+        *lock(&self.hole) = Some(tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = listener.accept().await {
+                // Bounded by the test's own connection count; dropped with the task.
+                held.push(socket);
             }
-        };
-        *lock(&self.front) = Some(spawn_front(listener, backend));
+        }));
         Ok(())
     }
 
@@ -235,52 +206,7 @@ impl FakeIdentity {
 impl Drop for FakeIdentity {
     fn drop(&mut self) {
         self.stop();
-        self.server.abort();
     }
-}
-
-/// The public side: relays each connection to `backend`, or holds it silently when `None`.
-/// Connection tasks live in a `JoinSet` owned by the accept task, so aborting the accept task
-/// drops every connection with it.
-fn spawn_front(listener: TcpListener, backend: Option<SocketAddr>) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut connections = tokio::task::JoinSet::new();
-        loop {
-            tokio::select! {
-                accepted = listener.accept() => {
-                    let Ok((mut inbound, _)) = accepted else { continue };
-                    let _ = inbound.set_nodelay(true);
-                    connections.spawn(async move {
-                        match backend {
-                            Some(backend) => {
-                                if let Ok(mut outbound) = tokio::net::TcpStream::connect(backend).await {
-                                    let _ = outbound.set_nodelay(true);
-                                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                                }
-                            }
-                            // Hold the socket open and say nothing, until aborted.
-                            None => std::future::pending::<()>().await,
-                        }
-                    });
-                }
-                // Reap finished connections so the set does not grow without bound.
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            }
-        }
-    })
-}
-
-fn spawn_server(listener: TcpListener, shared: Arc<Shared>) -> JoinHandle<()> {
-    let service = ConnectProxyServiceServer::new(Service { shared });
-    tokio::spawn(async move {
-        let result = tonic::transport::Server::builder()
-            .add_service(service)
-            .serve_with_incoming(TcpIncoming::from(listener).with_nodelay(Some(true)))
-            .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, "fake identity-service stopped with an error");
-        }
-    })
 }
 
 struct Service {
@@ -288,7 +214,7 @@ struct Service {
 }
 
 #[tonic::async_trait]
-impl ConnectProxyService for Service {
+impl Answers for Service {
     async fn validate(
         &self,
         request: Request<ValidateRequest>,
@@ -327,30 +253,13 @@ impl ConnectProxyService for Service {
             return Err(Status::invalid_argument("empty ticket"));
         }
         // Consume first: a server that hangs after this has still used the ticket up.
-        let scripted = {
-            let mut tickets = lock(&shared.tickets);
-            match tickets.get(&call.ticket) {
-                Some((answer, true)) => Some(answer.clone()),
-                Some(_) => tickets.remove(&call.ticket).map(|(answer, _)| answer),
-                None => None,
-            }
-        };
+        let scripted = lock(&shared.tickets).remove(&call.ticket);
         if let Mode::Stall(by) = mode {
             tokio::time::sleep(by).await;
         }
         match scripted {
             Some(Scripted::Answer(answer)) => Ok(Response::new(answer)),
             Some(Scripted::Status(code)) => Err(Status::new(code, "scripted status")),
-            None if shared.accept_any.load(Ordering::SeqCst) => {
-                let user = format!(
-                    "user-{}",
-                    &crate::fallback::TicketDigest::of(call.ticket.as_bytes()).short_hex()[..8]
-                );
-                match Scripted::success(&user) {
-                    Scripted::Answer(answer) => Ok(Response::new(answer)),
-                    Scripted::Status(code) => Err(Status::new(code, "")),
-                }
-            }
             None => Err(Status::not_found("unknown or already used ticket")),
         }
     }

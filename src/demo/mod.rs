@@ -1,14 +1,19 @@
-//! `realtime-service demo`: the whole service on loopback against an in-process fake
-//! identity-service and a small fallback pool, with a generated secret, printing signed
+//! `realtime-service demo`: the whole service on loopback against an in-process stand-in
+//! identity-service (`identity`) and a small fallback pool, with a generated secret, printing signed
 //! `curl` commands to try. Press Enter to take the fake identity-service down (and again to
 //! bring it back) to watch the outage window open the fallback pool.
 
+pub mod identity;
+
 use std::io::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use identity::{DemoTickets, IdentityServer};
 
 use crate::app::{shutdown_signal, Application};
 use crate::config::Settings;
-use crate::fake_identity::{FakeIdentity, Scripted};
 use crate::identity::proto;
 use crate::transport::http::auth::{sign, SIGNATURE_HEADER};
 
@@ -16,20 +21,28 @@ const WINDOW_MS: u64 = 2000;
 const POOL_TICKETS: &[&str] = &["demo-pool-1", "demo-pool-2", "demo-pool-3"];
 
 pub async fn run() -> Result<(), Box<dyn std::error::Error>> {
-    let fake = FakeIdentity::start().await?;
-    fake.add_reusable_ticket(
-        "demo-ticket-ok",
-        Scripted::success_with("demo-user", |s| {
-            if let Some(context) = s.context.as_mut() {
-                context.family_id = "demo-family".into();
-                context.subscription_tier = proto::SubscriptionTier::Pro as i32;
-            }
-        }),
-    );
-    fake.add_reusable_ticket(
-        "demo-ticket-degraded",
-        Scripted::success_with("demo-user", |s| s.degraded = true),
-    );
+    let tickets = DemoTickets::new([
+        (
+            "demo-ticket-ok",
+            identity::success(
+                "demo-user",
+                "demo-family",
+                proto::SubscriptionTier::Pro,
+                false,
+            ),
+        ),
+        (
+            "demo-ticket-degraded",
+            identity::success(
+                "demo-user",
+                "demo-family",
+                proto::SubscriptionTier::Free,
+                true,
+            ),
+        ),
+    ]);
+    let fake =
+        IdentityServer::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), Arc::new(tickets)).await?;
 
     let dir = std::env::temp_dir().join(format!("realtime-service-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
