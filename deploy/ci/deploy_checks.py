@@ -55,7 +55,7 @@ RUNTIME_ENV = {"TOKIO_WORKER_THREADS"}
 SPAN_FLUSH_BUDGET_S = 5.0
 # The memory arithmetic of docs/operations.md#sizing, in MiB.
 RSS_IDLE_MIB = 11
-POOL_1M_TICKETS_MIB = 64
+POOL_1M_TICKETS_MIB = 110  # today's loader at peak (bench: ~100 bytes a ticket)
 CONN_BUFFER_KIB = 16
 
 PROXY_TYPES = ["connect", "refresh", "subscribe", "publish", "sub_refresh", "rpc"]
