@@ -23,10 +23,12 @@ ci_python_tools() {
     if [[ ! -e $stamp ]]; then
         rm -rf "$venv"
         mkdir -p "$CI_TOOLS_DIR"
-        python3 -m venv "$venv" || {
-            echo "python3 -m venv failed: install Debian's python3-venv (apt-get install -y python3-venv)"
-            return 1
-        }
+        if ! python3 -m venv "$venv"; then
+            # Debian's python3 ships venv (and ensurepip) separately.
+            rm -rf "$venv"
+            DEBIAN_FRONTEND=noninteractive ci_as_root apt-get install -y -qq python3-venv >/dev/null || return 1
+            python3 -m venv "$venv" || return 1
+        fi
         "$venv/bin/pip" install --quiet --disable-pip-version-check "${CI_PIP_PINS[@]}" || return 1
         touch "$stamp"
         echo "installed into $venv: ${CI_PIP_PINS[*]}"
