@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """Checks behind .ci/check-deploy, one subcommand per check.
 
-Each subcommand prints what it looked at and exits 0 (pass) or 1 (fail). Lines starting
-with "SKIP:" are counted as skipped items by .ci/check-deploy. Run from the repository root.
-Needs PyYAML (a dependency of kubernetes-validate) and, for `k8s-schema`, kubernetes-validate.
+Each subcommand prints what it looked at and exits 0 (pass) or 1 (fail); exit 3 means the
+whole check was skipped (it says why). Lines starting with "SKIP:" are counted as skipped
+items by .ci/check-deploy. Run from the repository root. Needs PyYAML (a dependency of
+kubernetes-validate) and, for `k8s-schema`, kubernetes-validate.
+
+The Kubernetes checks read rendered overlays (`kubectl kustomize deploy/kubernetes/overlays/X`
+written to a file), never the base files alone: what is checked is what would be applied.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import glob
 import json
 import os
 import re
+import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -21,57 +26,42 @@ from typing import Any, Iterator
 import yaml
 
 K8S_DIR = "deploy/kubernetes"
+BASE_DIR = f"{K8S_DIR}/base"
 ALERTS = "deploy/prometheus/alerts.yaml"
 DASHBOARD = "deploy/grafana/realtime-service.json"
-CENTRIFUGO = "deploy/centrifugo/config.json"
+CENTRIFUGO_HTTP = "deploy/centrifugo/config.json"
+CENTRIFUGO_GRPC = "deploy/centrifugo/config-grpc.json"
 RUNBOOK = "deploy/RUNBOOK.md"
 DOCKERFILE = "Dockerfile"
 POLICY = "config/channel-policy.toml"
+CONFIG_DOC = "docs/configuration.md"
+ENV_EXAMPLE = ".env.example"
 
 APP = "realtime-service"
 SECRET_HEADER = "X-Centrifugo-Proxy-Secret"
-# Kinds with no schema in kubernetes-validate (CRDs, kustomize's own file).
+SECRET_METADATA = "x-centrifugo-proxy-secret"
+# Centrifugo v6.3+ expands ${CENTRIFUGO_VAR_...} in map-valued options (http.static_headers,
+# grpc.static_metadata) and refuses to start when the variable is unset.
+CENTRIFUGO_VAR = re.compile(r"^\$\{CENTRIFUGO_VAR_[A-Z0-9_]+\}$")
+PORTS = {"http": 9730, "grpc": 9731, "metrics": 9732}
+PORT_SETTINGS = {"http": "LISTEN_PORT", "grpc": "GRPC_PROXY_LISTEN_PORT", "metrics": "METRICS_LISTEN_PORT"}
+# Kinds with no schema in kubernetes-validate (CRDs).
 CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
-KUSTOMIZE_KINDS = {"Kustomization"}
-
-# The service's configuration contract: env var -> default (None: no default).
-ENV_DEFAULTS = {
-    "LOG_LEVEL": "info",
-    "LOG_FORMAT": "text",
-    "LISTEN_HOST": "0.0.0.0",
-    "LISTEN_PORT": "9730",
-    "METRICS_LISTEN_PORT": None,
-    "CENTRIFUGO_PROXY_AUTH": "hmac",
-    "CENTRIFUGO_PROXY_SECRET": None,
-    "CENTRIFUGO_PROXY_SECRET_PREVIOUS": None,
-    "PROXY_MAX_BODY_BYTES": "65536",
-    "PROXY_HTTP_STATUS_MODE": "mapped",
-    "CONNECT_INFO_FIELDS": "",
-    "IDENTITY_VALIDATE_GRPC_ADDRESS": "localhost:50051",
-    "IDENTITY_VALIDATE_NEGOTIATION_TYPE": "plaintext",
-    "IDENTITY_VALIDATE_DEADLINE_MS": "2500",
-    "IDENTITY_PROBE_INTERVAL_MS": "1000",
-    "FALLBACK_TICKETS_PATH": "",
-    "FALLBACK_DEGRADED_WINDOW_MS": "5000",
-    "FALLBACK_LOW_WATERMARK": "1000",
-    "FALLBACK_CONNECT_TTL_S": "300",
-    "SHUTDOWN_DRAIN_DELAY_MS": "5000",
-    "OTEL_EXPORTER_OTLP_ENDPOINT": None,
-    "OTEL_SERVICE_NAME": "realtime-service",
-    "OTEL_TRACES_SAMPLER_ARG": "1.0",
-    "OTEL_SDK_DISABLED": None,
-    "CHANNEL_POLICY_PATH": None,
-    "CONNECTION_REFRESH_TTL_S": "3600",
-    "PUBLISH_RATE_PER_SECOND": "20",
-    "PUBLISH_BURST": "40",
-    "RPC_ROUTES": "",
-    "RPC_DEADLINE_MS": "800",
-}
-SECRET_ENV = {"CENTRIFUGO_PROXY_SECRET", "CENTRIFUGO_PROXY_SECRET_PREVIOUS"}
+# Secret values: only ever from a Secret (secretKeyRef or a mounted file), never a ConfigMap.
+SECRET_ENV = {"CENTRIFUGO_PROXY_SECRET", "CENTRIFUGO_PROXY_SECRET_PREVIOUS", "REDIS_URL"}
+# Read by libraries, not by the service's settings (docs/configuration.md says so).
+RUNTIME_ENV = {"TOKIO_WORKER_THREADS"}
 # Seconds reserved for the span flush in the grace-period sum (deployment.yaml comment).
 SPAN_FLUSH_BUDGET_S = 5.0
+# The memory arithmetic of docs/operations.md#sizing, in MiB.
+RSS_IDLE_MIB = 11
+POOL_1M_TICKETS_MIB = 110  # today's loader at peak (bench: ~100 bytes a ticket)
+CONN_BUFFER_KIB = 16
 
 PROXY_TYPES = ["connect", "refresh", "subscribe", "publish", "sub_refresh", "rpc"]
+GRPC_METHODS = {"connect": "Connect", "refresh": "Refresh", "subscribe": "Subscribe", "publish": "Publish",
+                "sub_refresh": "SubRefresh", "rpc": "RPC"}
+GRPC_SERVICE = "centrifugal.centrifugo.proxy.CentrifugoProxy"
 NAMESPACES = ["family", "chat", "diary", "flowcoach", "notifications", "admin", "broadcast"]
 PUBLISH_NAMESPACES = {"family", "chat", "diary", "admin"}
 SUB_REFRESH_NAMESPACES = {"chat", "diary", "flowcoach"}
@@ -123,21 +113,62 @@ def load_docs(path: str) -> list[dict[str, Any]]:
         return [d for d in yaml.safe_load_all(f) if d is not None]
 
 
-def k8s_files() -> list[str]:
-    return sorted(glob.glob(os.path.join(K8S_DIR, "*.yaml")))
+class Setting:
+    def __init__(self, name: str, default: str | None, planned: bool) -> None:
+        self.name, self.default, self.planned = name, default, planned
 
 
-def all_manifests() -> Iterator[tuple[str, dict[str, Any]]]:
-    for path in k8s_files() + [ALERTS]:
-        for doc in load_docs(path):
-            yield path, doc
+def settings_reference() -> dict[str, Setting]:
+    """Every variable of docs/configuration.md: a table row whose first cell is `NAME`.
+
+    The default cell is a backticked value, "empty" (""), or anything else (no default).
+    "(planned)" at the end of the meaning cell marks a variable the binary does not read yet:
+    live checks leave it out of the environment they give the binary, and say so.
+    """
+    out: dict[str, Setting] = {}
+    row = re.compile(r"^\|\s*`([A-Z][A-Z0-9_]*)`\s*\|([^|]*)\|(.*)\|\s*$")
+    with open(CONFIG_DOC, encoding="utf-8") as f:
+        for line in f:
+            m = row.match(line)
+            if not m:
+                continue
+            cell = m.group(2).strip()
+            dm = re.fullmatch(r"`([^`]*)`", cell)
+            default = dm.group(1) if dm else ("" if cell == "empty" else None)
+            out[m.group(1)] = Setting(m.group(1), default, m.group(3).rstrip().endswith("(planned)"))
+    if not out:
+        raise SystemExit(f"no variable rows found in {CONFIG_DOC}")
+    return out
 
 
-def find(kind: str, name: str | None = None) -> dict[str, Any]:
-    for _, doc in all_manifests():
-        if doc.get("kind") == kind and (name is None or doc["metadata"]["name"] == name):
-            return doc
-    raise SystemExit(f"no {kind} {name or ''} in {K8S_DIR}")
+class Rendered:
+    """One rendered overlay: the output of `kubectl kustomize deploy/kubernetes/overlays/<name>`."""
+
+    def __init__(self, spec: str) -> None:
+        self.name, _, self.path = spec.partition("=")
+        if not self.path:
+            raise SystemExit(f"--rendered wants NAME=FILE, got {spec!r}")
+        self.docs = load_docs(self.path)
+
+    def find(self, kind: str, name: str | None = None, prefix: bool = False) -> dict[str, Any]:
+        for doc in self.docs:
+            n = doc.get("metadata", {}).get("name", "")
+            if doc.get("kind") == kind and (name is None or n == name or (prefix and n.startswith(name + "-"))):
+                return doc
+        raise SystemExit(f"{self.name}: no {kind} {name or ''} in {self.path}")
+
+    def deployment(self) -> dict[str, Any]:
+        return self.find("Deployment", APP)
+
+    def container(self) -> dict[str, Any]:
+        (c,) = self.deployment()["spec"]["template"]["spec"]["containers"]
+        return c
+
+    def config_map(self) -> dict[str, Any]:
+        return self.find("ConfigMap", f"{APP}-config", prefix=True)
+
+    def env(self) -> dict[str, str]:
+        return dict(self.config_map().get("data") or {})
 
 
 def selector_matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:
@@ -166,12 +197,18 @@ def go_duration_seconds(text: str) -> float:
     return sum(float(n) * units[u] for n, u in parts)
 
 
-def configmap_env() -> dict[str, str]:
-    return dict(find("ConfigMap", f"{APP}-config").get("data") or {})
+def effective(env: dict[str, str], name: str, ref: dict[str, Setting]) -> float:
+    value = env.get(name) or (ref[name].default if name in ref else None)
+    if value in (None, ""):
+        raise SystemExit(f"{name}: neither set nor given a default in {CONFIG_DOC}")
+    return float(value)
 
 
-def effective_ms(env: dict[str, str], name: str) -> float:
-    return float(env.get(name) or ENV_DEFAULTS[name])
+def mebibytes(quantity: str) -> float:
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(Ki|Mi|Gi)?", str(quantity))
+    if not m:
+        raise ValueError(f"memory quantity {quantity!r}")
+    return float(m.group(1)) * {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024, None: 1 / 2**20}[m.group(2)]
 
 
 def centrifugo_proxies(cfg: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -190,16 +227,39 @@ def centrifugo_proxies(cfg: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
-def proxy_type_of(obj: dict[str, Any]) -> str:
-    path = urllib.request.urlparse(obj["endpoint"]).path
-    m = re.fullmatch(r"/centrifugo/([a-z_]+)", path)
-    return m.group(1) if m else "?"
+def proxy_types(cfg: dict[str, Any]) -> dict[int, str]:
+    """id(proxy object) -> proxy type. HTTP endpoints name it in the path; a gRPC endpoint
+    serves every type, so it comes from where the proxy is used."""
+    out: dict[int, str] = {}
+    named = {p.get("name"): p for p in cfg.get("proxies") or []}
+    for kind in ("connect", "refresh"):
+        p = cfg.get("client", {}).get("proxy", {}).get(kind)
+        if p:
+            out[id(p)] = kind
+    for n in cfg.get("channel", {}).get("namespaces", []):
+        for kind in ("subscribe", "publish", "sub_refresh"):
+            if n.get(f"{kind}_proxy_enabled") and n.get(f"{kind}_proxy_name") in named:
+                out.setdefault(id(named[n[f"{kind}_proxy_name"]]), kind)
+    rpc = cfg.get("rpc", {}).get("without_namespace", {})
+    if rpc.get("proxy_enabled") and rpc.get("proxy_name") in named:
+        out.setdefault(id(named[rpc["proxy_name"]]), "rpc")
+    for p in named.values():
+        url = urllib.request.urlparse(p["endpoint"])
+        m = re.fullmatch(r"/centrifugo/([a-z_]+)", url.path)
+        if url.scheme in ("http", "https"):
+            out[id(p)] = m.group(1) if m else "?"
+    return out
 
 
 def github_anchor(heading: str) -> str:
     slug = heading.strip().lower()
     slug = re.sub(r"[^\w\- ]", "", slug)
     return slug.replace(" ", "-")
+
+
+def runbook_anchors() -> set[str]:
+    with open(RUNBOOK, encoding="utf-8") as f:
+        return {github_anchor(m.group(1)) for m in re.finditer(r"^#{1,6}\s+(.+)$", f.read(), re.M)}
 
 
 # --------------------------------------------------------------------------- static checks
@@ -211,178 +271,258 @@ def cmd_k8s_schema(args: argparse.Namespace) -> None:
 
     fails = Failures()
     validated = 0
-    for path, doc in all_manifests():
-        kind, api = doc.get("kind"), doc.get("apiVersion")
-        ident = f"{path}: {kind}/{doc.get('metadata', {}).get('name')}"
-        if kind in KUSTOMIZE_KINDS:
-            print(f"SKIP: {path}: {kind}: kustomize build file, not a cluster object (resources checked by `manifests`)")
-            continue
-        if (api, kind) in CRD_KINDS:
-            print(f"SKIP: {ident}: CRD {api}, kubernetes-validate has no schema for it offline "
-                  "(structure checked by `manifests`; rules by promtool)")
-            continue
-        for version in args.versions:
-            try:
-                kubernetes_validate.validate(doc, version, strict=True)
-                validated += 1
-            except kv_utils.ValidationError as e:
-                where = ".".join(str(p) for p in e.path)
-                fails.check(False, f"{ident} (k8s {version}) at {where or '<root>'}: {e.message}")
-            except kv_utils.SchemaNotFoundError as e:
-                fails.check(False, f"{ident}: {e.message}")
-        print(f"ok   {ident} (strict, k8s {', '.join(args.versions)})")
+    for spec in args.rendered:
+        r = Rendered(spec)
+        for doc in r.docs:
+            kind, api = doc.get("kind"), doc.get("apiVersion")
+            ident = f"{r.name}: {kind}/{doc.get('metadata', {}).get('name')}"
+            if (api, kind) in CRD_KINDS:
+                print(f"SKIP: {ident}: CRD {api}, kubernetes-validate has no schema for it offline "
+                      "(structure checked by `manifests`; rules by promtool)")
+                continue
+            for version in args.versions:
+                try:
+                    kubernetes_validate.validate(doc, version, strict=True)
+                    validated += 1
+                except kv_utils.ValidationError as e:
+                    where = ".".join(str(p) for p in e.path)
+                    fails.check(False, f"{ident} (k8s {version}) at {where or '<root>'}: {e.message}")
+                except kv_utils.SchemaNotFoundError as e:
+                    fails.check(False, f"{ident}: {e.message}")
+            print(f"ok   {ident} (strict, k8s {', '.join(args.versions)})")
     fails.exit(f"{validated} validations passed")
 
 
-def cmd_manifests(_: argparse.Namespace) -> None:
-    """Cross-references between the manifests, and the settings they must agree on."""
-    fails = Failures()
-    dep = find("Deployment", APP)
-    svc = find("Service", APP)
-    pdb = find("PodDisruptionBudget", APP)
-    smon = find("ServiceMonitor", APP)
-    rule = find("PrometheusRule", APP)
-    env = configmap_env()
+def check_overlay(r: Rendered, ref: dict[str, Setting], fails: Failures) -> None:
+    """Cross-references inside one rendered overlay, and the settings they must agree on."""
+    p = f"{r.name}:"
+    dep = r.deployment()
+    svc = r.find("Service", APP)
+    pdb = r.find("PodDisruptionBudget", APP)
+    smon = r.find("ServiceMonitor", APP)
+    rule = r.find("PrometheusRule", APP)
+    cm = r.config_map()
+    env = r.env()
     pod = dep["spec"]["template"]
     pod_labels = pod["metadata"]["labels"]
     spec = pod["spec"]
-    (container,) = spec["containers"]
+    container = r.container()
+
+    # The ConfigMap is generated (name-hash suffix), so a change rolls the pods.
+    cm_name = cm["metadata"]["name"]
+    fails.check(re.fullmatch(rf"{APP}-config-[a-z0-9]{{10}}", cm_name) is not None,
+                f"{p} ConfigMap {cm_name} carries no content hash (not from configMapGenerator)")
+    refs = [e.get("configMapRef", {}).get("name") for e in container.get("envFrom", [])]
+    fails.check(refs == [cm_name], f"{p} envFrom {refs} does not load the generated ConfigMap {cm_name}")
+
+    # Image: set by the overlay's `images:` (a registry and a tag), never the base's bare name.
+    image = container["image"]
+    fails.check("/" in image.split(":")[0] and ":" in image.rsplit("/", 1)[-1] or "@sha256:" in image,
+                f"{p} image {image!r} has no registry and tag (overlay `images:`)")
 
     # Selectors.
-    fails.check(selector_matches(dep["spec"]["selector"], pod_labels), "Deployment selector does not match its pods")
-    fails.check(selector_matches({"matchLabels": svc["spec"]["selector"]}, pod_labels), "Service selector misses the pods")
-    fails.check(selector_matches(pdb["spec"]["selector"], pod_labels), "PDB selector misses the pods")
+    fails.check(selector_matches(dep["spec"]["selector"], pod_labels), f"{p} Deployment selector misses its pods")
+    fails.check(selector_matches({"matchLabels": svc["spec"]["selector"]}, pod_labels), f"{p} Service selector misses the pods")
+    fails.check(selector_matches(pdb["spec"]["selector"], pod_labels), f"{p} PDB selector misses the pods")
     fails.check(selector_matches(smon["spec"]["selector"], svc["metadata"]["labels"]),
-                "ServiceMonitor selector misses the Service")
-    for _, np in all_manifests():
+                f"{p} ServiceMonitor selector misses the Service")
+    for np in r.docs:
         if np.get("kind") == "NetworkPolicy":
             fails.check(selector_matches(np["spec"]["podSelector"], pod_labels),
-                        f"NetworkPolicy {np['metadata']['name']} does not select the pods")
-    fails.check(dep["spec"]["replicas"] == 3, "replicas is not 3")
+                        f"{p} NetworkPolicy {np['metadata']['name']} does not select the pods")
+    spread = {c["topologyKey"]: c for c in spec.get("topologySpreadConstraints", [])}
+    for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname"):
+        c = spread.get(key)
+        fails.check(c is not None and selector_matches(c["labelSelector"], pod_labels),
+                    f"{p} no topology spread over {key} selecting the pods")
 
     # Ports: ConfigMap <-> container <-> Service <-> ServiceMonitor <-> NetworkPolicy.
-    cports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    fails.check(cports.get("http") == int(env.get("LISTEN_PORT", "9730")), "container port http != LISTEN_PORT")
-    fails.check(cports.get("metrics") == int(env.get("METRICS_LISTEN_PORT", "0")),
-                "container port metrics != METRICS_LISTEN_PORT")
-    sports = {p["name"]: p for p in svc["spec"]["ports"]}
-    fails.check(sports.get("http", {}).get("port") == 9730, "Service port http is not 9730")
-    fails.check(sports.get("metrics", {}).get("port") == 9731, "Service port metrics is not 9731")
-    for name, p in sports.items():
-        fails.check(p.get("targetPort") in cports or p.get("targetPort") in cports.values(),
-                    f"Service port {name} targets {p.get('targetPort')!r}, not a container port")
+    cports = {q["name"]: q["containerPort"] for q in container["ports"]}
+    sports = {q["name"]: q for q in svc["spec"]["ports"]}
+    for name, port in PORTS.items():
+        fails.check(cports.get(name) == port, f"{p} container port {name} is {cports.get(name)}, want {port}")
+        fails.check(env.get(PORT_SETTINGS[name]) == str(port), f"{p} {PORT_SETTINGS[name]} is not {port}")
+        fails.check(sports.get(name, {}).get("port") == port and sports[name].get("targetPort") == name,
+                    f"{p} Service port {name} is not {port} -> {name}")
+    fails.check(sports.get("grpc", {}).get("appProtocol") == "kubernetes.io/h2c", f"{p} Service grpc port is not h2c")
     for ep in smon["spec"]["endpoints"]:
-        fails.check(ep.get("port") in sports, f"ServiceMonitor endpoint port {ep.get('port')!r} is not a Service port")
-        fails.check(ep.get("path", "/metrics") == "/metrics", "ServiceMonitor path is not /metrics")
-    ingress = find("NetworkPolicy", f"{APP}-ingress")
-    allowed = {}
+        fails.check(ep.get("port") == "metrics", f"{p} ServiceMonitor scrapes {ep.get('port')!r}, not metrics")
+        fails.check(ep.get("path", "/metrics") == "/metrics", f"{p} ServiceMonitor path is not /metrics")
+    ingress = r.find("NetworkPolicy", f"{APP}-ingress")
+    allowed: dict[int, list[Any]] = {}
     for rule_ in ingress["spec"]["ingress"]:
         for port in rule_.get("ports", []):
             allowed.setdefault(port["port"], []).append(rule_["from"])
-    fails.check(set(allowed) == {cports["http"], cports["metrics"]}, f"ingress ports {sorted(allowed)} != container ports")
+    fails.check(set(allowed) == set(PORTS.values()), f"{p} ingress ports {sorted(allowed)} != {sorted(PORTS.values())}")
     centrifugo_peer = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "centrifugo"}}}
-    fails.check(allowed.get(cports["http"]) == [[centrifugo_peer]], "port 9730 is open to more than Centrifugo pods")
-    prom = allowed.get(cports["metrics"], [[{}]])[0][0]
+    for name in ("http", "grpc"):
+        fails.check(allowed.get(PORTS[name]) == [[centrifugo_peer]],
+                    f"{p} port {PORTS[name]} ({name}) is open to more than Centrifugo pods")
+    prom = allowed.get(PORTS["metrics"], [[{}]])[0][0]
     fails.check("namespaceSelector" in prom and "podSelector" in prom,
-                "port 9731 must be limited by both namespace and pod selector (Prometheus)")
+                f"{p} port {PORTS['metrics']} must be limited by namespace and pod selector (Prometheus)")
 
-    # Probes and lifecycle.
-    fails.check(container["livenessProbe"]["httpGet"]["path"] == "/livez", "liveness probe is not /livez")
-    fails.check(container["readinessProbe"]["httpGet"]["path"] == "/readyz", "readiness probe is not /readyz")
+    # Probes (on the metrics listener, away from the proxy port's connection cap) and lifecycle.
+    for probe, path in (("startupProbe", "/livez"), ("livenessProbe", "/livez"), ("readinessProbe", "/readyz")):
+        get = container.get(probe, {}).get("httpGet", {})
+        fails.check(get.get("path") == path and get.get("port") == "metrics",
+                    f"{p} {probe} is not GET {path} on the metrics port")
     pre_stop = container.get("lifecycle", {}).get("preStop", {})
-    fails.check("sleep" in pre_stop and "exec" not in pre_stop, "preStop must be the native sleep action (no shell)")
+    fails.check("sleep" in pre_stop and "exec" not in pre_stop, f"{p} preStop must be the native sleep action (no shell)")
     pre_stop_s = float(pre_stop.get("sleep", {}).get("seconds", 0))
-    drain_s = effective_ms(env, "SHUTDOWN_DRAIN_DELAY_MS") / 1000
-    inflight_s = max(effective_ms(env, "IDENTITY_VALIDATE_DEADLINE_MS"), effective_ms(env, "RPC_DEADLINE_MS")) / 1000
-    need = pre_stop_s + drain_s + inflight_s + SPAN_FLUSH_BUDGET_S
+    drain_s = effective(env, "SHUTDOWN_DRAIN_DELAY_MS", ref) / 1000
+    timeout_s = effective(env, "SHUTDOWN_TIMEOUT_MS", ref) / 1000
+    need = pre_stop_s + drain_s + timeout_s + SPAN_FLUSH_BUDGET_S
     grace = spec.get("terminationGracePeriodSeconds", 30)
-    fails.check(grace > need, f"terminationGracePeriodSeconds {grace} <= preStop {pre_stop_s} + drain {drain_s} "
-                f"+ in-flight {inflight_s} + flush {SPAN_FLUSH_BUDGET_S}")
-    print(f"grace period: {grace} s {'>' if grace > need else '<='} {pre_stop_s:g} + {drain_s:g} + {inflight_s:g} + {SPAN_FLUSH_BUDGET_S:g} "
-          f"= {need:g} s")
+    fails.check(grace > need, f"{p} terminationGracePeriodSeconds {grace} <= {need:g}")
+    print(f"{p} grace period {grace} s {'>' if grace > need else '<='} preStop {pre_stop_s:g} + drain {drain_s:g} "
+          f"+ shutdown timeout {timeout_s:g} + span flush {SPAN_FLUSH_BUDGET_S:g} = {need:g} s")
+
+    # Memory: the limit must hold every bound filled at once (docs/operations.md#sizing).
+    res = container.get("resources", {})
+    fails.check(bool(res.get("requests")) and bool(res.get("limits")), f"{p} resources requests/limits missing")
+    bodies = effective(env, "PROXY_MAX_INFLIGHT", ref) * effective(env, "PROXY_MAX_BODY_BYTES", ref) / 2**20
+    conns = effective(env, "HTTP_MAX_CONNECTIONS", ref) * CONN_BUFFER_KIB / 1024
+    bound = RSS_IDLE_MIB + POOL_1M_TICKETS_MIB + bodies + conns
+    limit = mebibytes(res.get("limits", {}).get("memory", "0"))
+    fails.check(limit >= bound * 1.25, f"{p} memory limit {limit:g} MiB < 1.25 x bound {bound:g} MiB")
+    print(f"{p} memory limit {limit:g} MiB vs bound {RSS_IDLE_MIB} idle + {POOL_1M_TICKETS_MIB} pool (1M) "
+          f"+ {bodies:g} bodies + {conns:g} connections = {bound:g} MiB (x1.25 = {bound * 1.25:g})")
 
     # Security context.
     psc, csc = spec.get("securityContext", {}), container.get("securityContext", {})
     for where, sc in (("pod", psc), ("container", csc)):
-        fails.check(sc.get("runAsNonRoot") is True, f"{where} runAsNonRoot is not true")
-        fails.check(sc.get("runAsUser") == 65532 and sc.get("runAsGroup") == 65532, f"{where} uid/gid is not 65532")
-        fails.check(sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{where} seccomp is not RuntimeDefault")
-    fails.check(psc.get("fsGroup") == 65532, "pod fsGroup is not 65532")
-    fails.check(csc.get("readOnlyRootFilesystem") is True, "readOnlyRootFilesystem is not true")
-    fails.check(csc.get("allowPrivilegeEscalation") is False, "allowPrivilegeEscalation is not false")
-    fails.check(csc.get("capabilities", {}).get("drop") == ["ALL"], "capabilities do not drop ALL")
-    res = container.get("resources", {})
-    fails.check(bool(res.get("requests")) and bool(res.get("limits")), "resources requests/limits missing")
+        fails.check(sc.get("runAsNonRoot") is True, f"{p} {where} runAsNonRoot is not true")
+        fails.check(sc.get("runAsUser") == 65532 and sc.get("runAsGroup") == 65532, f"{p} {where} uid/gid is not 65532")
+        fails.check(sc.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{p} {where} seccomp is not RuntimeDefault")
+    fails.check(psc.get("fsGroup") == 65532, f"{p} pod fsGroup is not 65532")
+    fails.check(csc.get("readOnlyRootFilesystem") is True, f"{p} readOnlyRootFilesystem is not true")
+    fails.check(csc.get("allowPrivilegeEscalation") is False, f"{p} allowPrivilegeEscalation is not false")
+    fails.check(csc.get("capabilities", {}).get("drop") == ["ALL"], f"{p} capabilities do not drop ALL")
 
-    # Fallback tickets: a directory mount of the Secret, readable by the non-root user.
-    tickets = env.get("FALLBACK_TICKETS_PATH", "")
-    mounts = container.get("volumeMounts", [])
+    # Mounted Secrets: whole directories (no subPath), read-only, 0440 for fsGroup.
+    mounts = {m["mountPath"].rstrip("/"): m for m in container.get("volumeMounts", [])}
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
-    match = [m for m in mounts if tickets.startswith(m["mountPath"].rstrip("/") + "/")]
-    if fails.check(len(match) == 1, f"FALLBACK_TICKETS_PATH {tickets!r} is not under exactly one volume mount"):
-        mount = match[0]
-        fails.check("subPath" not in mount and "subPathExpr" not in mount, "the tickets volume uses subPath")
-        fails.check(mount.get("readOnly") is True, "the tickets mount is not readOnly")
-        vol = volumes[mount["name"]]
-        secret = vol.get("secret", {})
-        fails.check(secret.get("secretName") == f"{APP}-fallback-tickets", "tickets volume is not the tickets Secret")
-        fails.check(secret.get("defaultMode") == 0o440, f"tickets defaultMode is {secret.get('defaultMode')}, not 288 (0440)")
-        file_name = tickets[len(mount["mountPath"].rstrip("/")) + 1:]
-        items = secret.get("items")
-        if items:
-            fails.check(any(i["path"] == file_name for i in items), f"no Secret item is mounted as {file_name!r}")
-    # Secrets only through secretKeyRef; everything else from the ConfigMap.
+
+    def volume_of(path: str, as_dir: bool) -> dict[str, Any] | None:
+        parent = path.rstrip("/") if as_dir else os.path.dirname(path)
+        m = mounts.get(parent)
+        if not fails.check(m is not None, f"{p} {path} is not in a mounted volume"):
+            return None
+        fails.check("subPath" not in m and "subPathExpr" not in m and m.get("readOnly") is True,
+                    f"{p} the mount of {parent} uses subPath or is not readOnly")
+        return volumes[m["name"]]
+
+    for name in ("CENTRIFUGO_PROXY_SECRET_FILE", "CENTRIFUGO_PROXY_SECRET_PREVIOUS_FILE"):
+        if env.get(name):
+            vol = volume_of(env[name], as_dir=False)
+            if vol is not None:
+                sec = vol.get("secret", {})
+                fails.check(sec.get("secretName") == f"{APP}-proxy-secret" and sec.get("defaultMode") == 0o440,
+                            f"{p} {name} is not in the proxy-secret Secret volume with defaultMode 288")
+    tickets = env.get("FALLBACK_TICKETS_PATH", "")
+    if fails.check(bool(tickets), f"{p} FALLBACK_TICKETS_PATH is not set"):
+        vol = volume_of(tickets, as_dir=True)
+        if vol is not None:
+            proj = vol.get("projected", {})
+            sources = proj.get("sources", [])
+            fails.check(bool(sources) and all("secret" in s for s in sources),
+                        f"{p} the pool is not a projected volume of Secrets")
+            fails.check(proj.get("defaultMode") == 0o440, f"{p} pool defaultMode is not 288 (0440)")
+            paths = [i["path"] for s in sources for i in s["secret"].get("items", [])]
+            fails.check(len(paths) == len(set(paths)) and not any(x.startswith(".") for x in paths),
+                        f"{p} pool file names {paths} collide or start with '.'")
+            fails.check(any(s["secret"].get("optional") is False for s in sources),
+                        f"{p} no pool Secret is required (optional: false)")
+
+    # Settings: every name documented; secrets never in the ConfigMap; REDIS_URL from a Secret.
     env_list = {e["name"]: e for e in container.get("env", [])}
     for name in SECRET_ENV:
-        fails.check(name not in env, f"{name} is in the ConfigMap (it is a secret)")
-    fails.check("secretKeyRef" in env_list.get("CENTRIFUGO_PROXY_SECRET", {}).get("valueFrom", {}),
-                "CENTRIFUGO_PROXY_SECRET is not from a secretKeyRef")
-    fails.check(any(e.get("configMapRef", {}).get("name") == f"{APP}-config" for e in container.get("envFrom", [])),
-                "the ConfigMap is not loaded with envFrom")
+        fails.check(name not in env, f"{p} {name} is in the ConfigMap (it is a secret)")
     for name in list(env) + list(env_list):
-        fails.check(name in ENV_DEFAULTS, f"{name} is not a setting of the service (typo?)")
-    fails.check(env.get("CENTRIFUGO_PROXY_AUTH") == "static_header", "CENTRIFUGO_PROXY_AUTH is not static_header")
+        fails.check(name in ref or name in RUNTIME_ENV, f"{p} {name} is not in {CONFIG_DOC} (typo?)")
+    for name, e in env_list.items():
+        fails.check("valueFrom" in e, f"{p} env {name} is a literal: settings belong in config.env")
+    fails.check(env.get("CENTRIFUGO_PROXY_AUTH") == "static_header", f"{p} CENTRIFUGO_PROXY_AUTH is not static_header")
+    if env.get("FALLBACK_LEDGER") == "redis":
+        ref_ = env_list.get("REDIS_URL", {}).get("valueFrom", {})
+        fails.check("secretKeyRef" in ref_, f"{p} FALLBACK_LEDGER=redis without REDIS_URL from a secretKeyRef")
+        egress = r.find("NetworkPolicy", f"{APP}-egress")
+        fails.check(any(q.get("port") == 6379 for e in egress["spec"]["egress"] for q in e.get("ports", [])),
+                    f"{p} FALLBACK_LEDGER=redis but no egress to Redis (6379)")
+    sampler, arg = env.get("OTEL_TRACES_SAMPLER", ""), env.get("OTEL_TRACES_SAMPLER_ARG", "1")
+    if r.name == "prod":
+        fails.check(sampler in ("traceidratio", "parentbased_traceidratio") and float(arg) < 1,
+                    f"{p} samples every root span ({sampler} {arg}): Centrifugo sends no traceparent")
+        fails.check(dep["spec"]["replicas"] >= 3, f"{p} fewer than 3 replicas")
 
-    # Labels for kube-prometheus-stack selection.
+    # Alerts: picked up by the same kube-prometheus-stack as the ServiceMonitor; absolute
+    # runbook links to existing headings.
     fails.check(smon["metadata"]["labels"].get("release") == rule["metadata"]["labels"].get("release"),
-                "ServiceMonitor and PrometheusRule carry different `release` labels")
+                f"{p} ServiceMonitor and PrometheusRule carry different `release` labels")
+    anchors = runbook_anchors()
+    bases = set()
     for group in rule["spec"]["groups"]:
-        for r in group["rules"]:
-            fails.check("alert" in r and "expr" in r, f"rule in {group['name']} lacks alert/expr")
+        for rr in group["rules"]:
+            url = rr.get("annotations", {}).get("runbook_url", "")
+            base, _, anchor = url.partition("#")
+            bases.add(base)
+            fails.check(re.match(r"^https?://[^/]+/", base) is not None and base.endswith("/" + RUNBOOK),
+                        f"{p} {rr.get('alert')}: runbook_url {url!r} is not an absolute URL of {RUNBOOK}")
+            fails.check(anchor in anchors, f"{p} {rr.get('alert')}: #{anchor} is not a heading of {RUNBOOK}")
+    fails.check(len(bases) == 1, f"{p} runbook URLs have {len(bases)} different bases")
 
-    # Kustomization: every manifest listed, every listed file present.
-    kust = load_docs(os.path.join(K8S_DIR, "kustomization.yaml"))[0]
-    listed = kust.get("resources", [])
-    for res_ in listed:
-        fails.check(os.path.exists(os.path.join(K8S_DIR, res_)), f"kustomization resource {res_} does not exist")
-    for path in k8s_files():
+
+def cmd_manifests(args: argparse.Namespace) -> None:
+    fails = Failures()
+    ref = settings_reference()
+    for spec in args.rendered:
+        check_overlay(Rendered(spec), ref, fails)
+    # The base lists every manifest beside it; overlays only patch.
+    kust = load_docs(os.path.join(BASE_DIR, "kustomization.yaml"))[0]
+    listed = set(kust.get("resources", []))
+    for path in sorted(glob.glob(os.path.join(BASE_DIR, "*.yaml"))):
         base = os.path.basename(path)
         if base != "kustomization.yaml":
-            fails.check(base in listed, f"{base} is not listed in kustomization.yaml")
-    prom_kust = load_docs("deploy/prometheus/kustomization.yaml")[0]
-    fails.check(prom_kust.get("resources") == ["alerts.yaml"], "deploy/prometheus/kustomization.yaml must list alerts.yaml")
-    fails.check("../prometheus" in listed, "kustomization.yaml does not include ../prometheus")
-    fails.check(any(i.get("name") == container["image"].split(":")[0] for i in kust.get("images", [])),
-                "kustomization images[] does not name the container image")
-    fails.exit("manifests agree with each other and with the ConfigMap")
+            fails.check(base in listed, f"{base} is not listed in {BASE_DIR}/kustomization.yaml")
+    fails.check("../../prometheus" in listed, "the base does not include ../../prometheus")
+    overlays = sorted(os.path.basename(d) for d in glob.glob(f"{K8S_DIR}/overlays/*"))
+    rendered = sorted(Rendered(s).name for s in args.rendered)
+    fails.check(overlays == rendered, f"overlays {overlays} but rendered {rendered}: render every overlay")
+    fails.exit(f"{len(args.rendered)} rendered overlays agree with themselves and {CONFIG_DOC}")
+
+
+def cmd_config_docs(_: argparse.Namespace) -> None:
+    """docs/configuration.md and .env.example name the same variables."""
+    fails = Failures()
+    ref = settings_reference()
+    with open(ENV_EXAMPLE, encoding="utf-8") as f:
+        example = set(re.findall(r"^#?\s?([A-Z][A-Z0-9_]+)=", f.read(), re.M))
+    fails.check(not set(ref) - example, f"in {CONFIG_DOC}, not in {ENV_EXAMPLE}: {sorted(set(ref) - example)}")
+    fails.check(not example - set(ref), f"in {ENV_EXAMPLE}, not in {CONFIG_DOC}: {sorted(example - set(ref))}")
+    planned = sorted(s.name for s in ref.values() if s.planned)
+    print(f"{len(ref)} variables, {len(planned)} marked (planned): {', '.join(planned)}")
+    fails.exit(f"{CONFIG_DOC} and {ENV_EXAMPLE} agree")
 
 
 def cmd_extract_rules(args: argparse.Namespace) -> None:
-    docs = load_docs(ALERTS)
-    if len(docs) != 1 or docs[0].get("kind") != "PrometheusRule":
-        raise SystemExit(f"{ALERTS} must hold exactly one PrometheusRule")
+    """The PrometheusRule's .spec as a plain rules file: from a rendered overlay (what is
+    applied) or from alerts.yaml itself (what the promtool tests were written against)."""
+    docs = Rendered(args.rendered).docs if args.rendered else load_docs(ALERTS)
+    rules = [d for d in docs if d.get("kind") == "PrometheusRule"]
+    if len(rules) != 1:
+        raise SystemExit(f"want exactly one PrometheusRule, found {len(rules)}")
     with open(args.out, "w", encoding="utf-8") as f:
-        yaml.safe_dump(docs[0]["spec"], f, sort_keys=False)
-    n = sum(len(g["rules"]) for g in docs[0]["spec"]["groups"])
-    print(f"{ALERTS} .spec -> {args.out} ({n} rules)")
+        yaml.safe_dump(rules[0]["spec"], f, sort_keys=False)
+    n = sum(len(g["rules"]) for g in rules[0]["spec"]["groups"])
+    print(f"{args.rendered or ALERTS} .spec -> {args.out} ({n} rules)")
 
 
 def cmd_runbook(_: argparse.Namespace) -> None:
     """Every alert has summary, description, a runbook_url whose anchor is a RUNBOOK heading,
     and a severity; every alert is tested in alerts_test.yaml."""
     fails = Failures()
-    with open(RUNBOOK, encoding="utf-8") as f:
-        anchors = {github_anchor(m.group(1)) for m in re.finditer(r"^#{1,6}\s+(.+)$", f.read(), re.M)}
+    anchors = runbook_anchors()
     with open("deploy/prometheus/alerts_test.yaml", encoding="utf-8") as f:
         tests = yaml.safe_load(f)
     tested = {t["alertname"] for case in tests["tests"] for t in case.get("alert_rule_test", [])}
@@ -403,7 +543,8 @@ def cmd_runbook(_: argparse.Namespace) -> None:
             fails.check(r.get("labels", {}).get("severity") in {"warning", "critical", "info"}, f"{name}: no severity")
             url = ann.get("runbook_url", "")
             path, _, anchor = url.partition("#")
-            fails.check(path.endswith(RUNBOOK), f"{name}: runbook_url {url!r} does not point at {RUNBOOK}")
+            # kustomize replaces exactly this path with the absolute URL (deploy/prometheus/).
+            fails.check(path == RUNBOOK, f"{name}: runbook_url {url!r} is not {RUNBOOK}#<anchor>")
             fails.check(anchor in anchors, f"{name}: anchor #{anchor} is not a heading of {RUNBOOK}")
             fails.check(name in fired, f"{name}: no promtool test where it fires")
             fails.check(name in silent, f"{name}: no promtool test where it stays silent")
@@ -412,34 +553,57 @@ def cmd_runbook(_: argparse.Namespace) -> None:
     fails.exit(f"{count} alerts: annotations, runbook anchors and fire/no-fire tests present")
 
 
-def cmd_centrifugo_config(_: argparse.Namespace) -> None:
+def secret_map_ok(fails: Failures, label: str, mapping: dict[str, str], key: str) -> None:
+    """The secret goes in as ${CENTRIFUGO_VAR_...}: Centrifugo refuses to start without it,
+    where a literal placeholder would start and be refused on every call."""
+    fails.check(list(mapping) == [key], f"{label}: must carry exactly {key}, got {sorted(mapping)}")
+    value = mapping.get(key, "")
+    fails.check(CENTRIFUGO_VAR.match(value) is not None,
+                f"{label}: {key} is {value!r}, not ${{CENTRIFUGO_VAR_...}} (Centrifugo v6.3+ expands it)")
+
+
+def cmd_centrifugo_config(args: argparse.Namespace) -> None:
     fails = Failures()
-    with open(CENTRIFUGO, encoding="utf-8") as f:
+    with open(args.config, encoding="utf-8") as f:
         cfg = json.load(f)
-    env = configmap_env()
-    identity_s = max(effective_ms(env, "IDENTITY_VALIDATE_DEADLINE_MS"), 2500) / 1000
-    rpc_s = max(effective_ms(env, "RPC_DEADLINE_MS"), 800) / 1000
+    ref = settings_reference()
+    identity_s = effective({}, "IDENTITY_VALIDATE_DEADLINE_MS", ref) / 1000
+    rpc_s = effective({}, "RPC_DEADLINE_MS", ref) / 1000
     proxies = centrifugo_proxies(cfg)
+    types = proxy_types(cfg)
     by_type: dict[str, list[str]] = {}
     named = {p["name"]: p for p in cfg.get("proxies", [])}
+    grpc = args.transport == "grpc"
+    secret_vars = set()
 
     for label, p in proxies:
-        kind = proxy_type_of(p)
+        kind = types.get(id(p), "?")
         by_type.setdefault(kind, []).append(label)
-        fails.check(kind in PROXY_TYPES, f"{label}: endpoint {p['endpoint']} is not /centrifugo/<proxy type>")
+        fails.check(kind in PROXY_TYPES, f"{label}: cannot tell its proxy type ({p['endpoint']})")
         url = urllib.request.urlparse(p["endpoint"])
-        fails.check(url.scheme == "http" and url.hostname == APP and url.port == 9730,
-                    f"{label}: endpoint is not http://{APP}:9730/... (the Service)")
+        if grpc:
+            fails.check(p["endpoint"] == f"grpc://{APP}:{PORTS['grpc']}", f"{label}: endpoint is not grpc://{APP}:9731")
+            fails.check("http" not in p, f"{label}: a gRPC proxy with http options (status transforms do not apply)")
+            md = (p.get("grpc") or {}).get("static_metadata") or {}
+            secret_map_ok(fails, f"{label} grpc.static_metadata", md, SECRET_METADATA)
+            secret_vars.update(md.values())
+            forwarded = [h.lower() for h in (p.get("http_headers") or []) + (p.get("grpc_metadata") or [])]
+        else:
+            fails.check(url.scheme == "http" and url.hostname == APP and url.port == PORTS["http"]
+                        and url.path == f"/centrifugo/{kind}",
+                        f"{label}: endpoint is not http://{APP}:9730/centrifugo/{kind}")
+            headers = (p.get("http") or {}).get("static_headers") or {}
+            secret_map_ok(fails, f"{label} http.static_headers", headers, SECRET_HEADER)
+            secret_vars.update(headers.values())
+            forwarded = [h.lower() for h in (p.get("http_headers") or []) + (p.get("grpc_metadata") or [])]
+        forwarded += [h.lower() for h in p.get("emulated_headers") or []]
+        fails.check(SECRET_HEADER.lower() not in forwarded,
+                    f"{label}: the secret is forwarded from clients (http_headers/grpc_metadata/emulated_headers)")
         timeout = go_duration_seconds(p.get("timeout", "1s"))
         floor = {"connect": identity_s, "rpc": rpc_s}.get(kind, 0.0)
         fails.check("timeout" in p, f"{label}: timeout not set explicitly")
         fails.check(timeout > floor, f"{label}: timeout {timeout}s is not above the service deadline {floor}s")
         print(f"{label:28} {kind:12} timeout {timeout:g}s > {floor:g}s")
-        headers = (p.get("http") or {}).get("static_headers") or {}
-        fails.check(list(headers) == [SECRET_HEADER], f"{label}: static_headers must be exactly {SECRET_HEADER}")
-        forwarded = [h.lower() for h in (p.get("http_headers") or []) + (p.get("emulated_headers") or [])]
-        fails.check(SECRET_HEADER.lower() not in forwarded,
-                    f"{label}: {SECRET_HEADER} is forwarded from clients (http_headers/emulated_headers)")
         if kind != "connect":
             fails.check(p.get("include_connection_meta") is True, f"{label}: include_connection_meta is not true")
         transforms = (p.get("http") or {}).get("status_to_code_transforms") or []
@@ -455,7 +619,9 @@ def cmd_centrifugo_config(_: argparse.Namespace) -> None:
                 fails.check(400 <= err["code"] <= 1999 or err["code"] in {101, 107},
                             f"{label}: error code {err['code']} outside the app range")
         got = {t["status_code"]: t for t in transforms}
-        if kind == "connect":
+        if grpc:
+            pass  # no HTTP status: the decision travels in the response message
+        elif kind == "connect":
             want = {
                 401: {"to_disconnect": {"code": 4401, "reason": "invalid ticket"}},
                 503: {"to_disconnect": {"code": 4503, "reason": "ticket validation temporarily unavailable"}},
@@ -468,7 +634,6 @@ def cmd_centrifugo_config(_: argparse.Namespace) -> None:
                     have = (got.get(status) or {}).get(key) or {}
                     fails.check(all(have.get(k) == v for k, v in sub.items()),
                                 f"{label}: {status} must map {key} {sub}, got {got.get(status)}")
-            fails.check(p.get("enabled") is True, f"{label}: not enabled")
         elif kind in ("refresh", "sub_refresh"):
             # A matched transform yields a response without result, which refresh handlers treat
             # as "expired"; without one a failure gets a 60 s extension instead.
@@ -478,12 +643,27 @@ def cmd_centrifugo_config(_: argparse.Namespace) -> None:
             for status, t in got.items():
                 fails.check("to_error" in t and "to_disconnect" not in t,
                             f"{label}: {status} must map to an error, not a disconnect")
+    fails.check(len(secret_vars) == 1, f"proxies use {len(secret_vars)} different secret variables: {sorted(secret_vars)}")
     for kind in PROXY_TYPES:
         fails.check(kind in by_type, f"no proxy for {kind}")
-    fails.check(cfg.get("client", {}).get("proxy", {}).get("refresh", {}).get("enabled") is True, "refresh not enabled")
+    for kind in ("connect", "refresh"):
+        fails.check(cfg.get("client", {}).get("proxy", {}).get(kind, {}).get("enabled") is True, f"{kind} not enabled")
     for name in named:
         fails.check(re.fullmatch(r"[-a-zA-Z0-9_.]{2,}", name) is not None and name != "default",
                     f"named proxy {name!r} is not a valid name")
+
+    # A production Centrifugo: several nodes on one Redis, Prometheus and health endpoints on,
+    # and the API key from the environment (CENTRIFUGO_HTTP_API_KEY), never in the file.
+    engine = cfg.get("engine", {})
+    fails.check(engine.get("type") == "redis" and bool(engine.get("redis", {}).get("address")),
+                "engine is not redis with an address (one Centrifugo node only)")
+    fails.check("password" not in engine.get("redis", {}), "a Redis password in the file (use CENTRIFUGO_ENGINE_REDIS_PASSWORD)")
+    fails.check(cfg.get("prometheus", {}).get("enabled") is True, "prometheus.enabled is not true")
+    fails.check(cfg.get("health", {}).get("enabled") is True, "health.enabled is not true")
+    fails.check("key" not in cfg.get("http_api", {}), "http_api.key is in the file (use CENTRIFUGO_HTTP_API_KEY)")
+    fails.check(not cfg.get("http_api", {}).get("insecure"), "http_api.insecure is on")
+    fails.check(bool(cfg.get("http_server", {}).get("internal_port")),
+                "no http_server.internal_port: API, metrics and health would share the client port")
 
     # Namespaces from the default channel policy.
     ns = {n["name"]: n for n in cfg.get("channel", {}).get("namespaces", [])}
@@ -493,7 +673,7 @@ def cmd_centrifugo_config(_: argparse.Namespace) -> None:
             if not n.get(flag):
                 return False
             target = named.get(n.get(name_key, "default"))
-            fails.check(target is not None and proxy_type_of(target) == kind,
+            fails.check(target is not None and types.get(id(target)) == kind,
                         f"namespace {name}: {name_key} does not name a {kind} proxy")
             return True
         fails.check(uses("subscribe_proxy_enabled", "subscribe_proxy_name", "subscribe"),
@@ -525,9 +705,29 @@ def cmd_centrifugo_config(_: argparse.Namespace) -> None:
     rpc = cfg.get("rpc", {}).get("without_namespace", {})
     fails.check(rpc.get("proxy_enabled") is True, "rpc.without_namespace.proxy_enabled is not true")
     target = named.get(rpc.get("proxy_name", "default"))
-    fails.check(target is not None and proxy_type_of(target) == "rpc", "rpc.without_namespace.proxy_name is not an rpc proxy")
+    fails.check(target is not None and types.get(id(target)) == "rpc", "rpc.without_namespace.proxy_name is not an rpc proxy")
     fails.check(cfg.get("client", {}).get("allowed_origins") not in (None, [], ["*"]), "allowed_origins is open")
-    fails.exit("Centrifugo config matches the service's contract")
+    fails.exit(f"{args.config}: a {args.transport} Centrifugo config that matches the service's contract")
+
+
+def cmd_centrifugo_pair(_: argparse.Namespace) -> None:
+    """The gRPC config is the HTTP one with only the transport changed."""
+    fails = Failures()
+    with open(CENTRIFUGO_HTTP, encoding="utf-8") as f:
+        http_cfg = json.load(f)
+    with open(CENTRIFUGO_GRPC, encoding="utf-8") as f:
+        grpc_cfg = json.load(f)
+
+    def strip(cfg: dict[str, Any]) -> dict[str, Any]:
+        cfg = json.loads(json.dumps(cfg))
+        for _, p in centrifugo_proxies(cfg):
+            for key in ("endpoint", "http", "grpc"):
+                p.pop(key, None)
+        return cfg
+    a, b = strip(http_cfg), strip(grpc_cfg)
+    for key in sorted(set(a) | set(b)):
+        fails.check(a.get(key) == b.get(key), f"`{key}` differs between {CENTRIFUGO_HTTP} and {CENTRIFUGO_GRPC}")
+    fails.exit("the two Centrifugo configs differ in endpoints and transport options only")
 
 
 def cmd_dockerfile(_: argparse.Namespace) -> None:
@@ -540,18 +740,55 @@ def cmd_dockerfile(_: argparse.Namespace) -> None:
     fails.check(bool(froms) and "gcr.io/distroless/cc-debian12:nonroot" in froms[-1], "final stage is not distroless cc nonroot")
     fails.check(any("cargo build --release --locked" in ln for ln in lines), "no `cargo build --release --locked`")
     fails.check("USER 65532:65532" in lines, "USER is not numeric 65532:65532")
-    fails.check(any(re.fullmatch(r"EXPOSE 9730 9731", ln) for ln in lines), "EXPOSE 9730 9731 missing")
+    fails.check(any(re.fullmatch(r"EXPOSE 9730 9731 9732", ln) for ln in lines), "EXPOSE 9730 9731 9732 missing")
     binary = "/usr/local/bin/realtime-service"
     fails.check(any(ln.startswith("HEALTHCHECK") and f'CMD ["{binary}", "healthcheck"]' in ln for ln in lines),
                 "HEALTHCHECK is not the exec form of `realtime-service healthcheck`")
     fails.check(f'ENTRYPOINT ["{binary}"]' in lines and 'CMD ["serve"]' in lines, "ENTRYPOINT/CMD are not binary + serve")
     fails.check(any(ln.startswith("COPY --from=builder") and ln.endswith(binary) for ln in lines),
                 f"binary not copied to {binary}")
+    labels = set(re.findall(r"(org\.opencontainers\.image\.[a-z.]+)=", text))
+    for want in ("title", "description", "source", "licenses", "version", "revision", "created"):
+        fails.check(f"org.opencontainers.image.{want}" in labels, f"OCI label org.opencontainers.image.{want} missing")
+    with open("Cargo.toml", encoding="utf-8") as f:
+        cargo = f.read()
+    release = re.search(r"^\[profile\.release\]\n((?:(?!\[).*\n)*)", cargo, re.M)
+    fails.check(release is not None and re.search(r'^strip\s*=\s*("symbols"|"debuginfo"|true)', release.group(1), re.M)
+                is not None, "[profile.release] does not strip debug symbols")
     with open(".dockerignore", encoding="utf-8") as f:
         ignored = {ln.strip() for ln in f if ln.strip() and not ln.startswith("#")}
     fails.check({"target/", ".git/"} <= ignored, ".dockerignore does not exclude target/ and .git/")
     print("NOT VERIFIED: no Docker engine here; the image was never built or run (static checks only)")
     fails.exit("Dockerfile has the expected shape")
+
+
+def cmd_rust_version(_: argparse.Namespace) -> None:
+    """Cargo.toml's rust-version is what the locked dependencies need: the highest
+    rust-version any of them declares (cargo would refuse an older toolchain anyway, with a
+    less helpful message)."""
+    fails = Failures()
+    out = subprocess.run(["cargo", "metadata", "--format-version", "1", "--locked"],
+                         capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        print(out.stderr[-2000:])
+        sys.exit(1)
+    meta = json.loads(out.stdout)
+
+    def ver(v: str | None) -> tuple[int, ...]:
+        return tuple(int(x) for x in (v or "0").split("."))
+    root = next(p for p in meta["packages"] if p["name"] == APP)
+    deps = [(ver(p.get("rust_version")), p["name"], p["version"]) for p in meta["packages"] if p["name"] != APP]
+    need, name, version = max(deps)
+    ours = ver(root.get("rust_version"))
+    need_s = ".".join(map(str, need))
+    print(f"Cargo.toml rust-version {root.get('rust_version')}; highest locked dependency: {name} {version} needs {need_s}")
+    fails.check(ours[:2] == need[:2] or ours >= need,
+                f"rust-version {root.get('rust_version')} is below {need_s} ({name} {version})")
+    if ours[:2] > need[:2]:
+        print(f"note: rust-version is above what the dependencies need ({need_s}): the crate's own code must need it")
+    with open("README.md", encoding="utf-8") as f:
+        fails.check(root.get("rust_version", "") in f.read(), "README.md does not state the toolchain (rust-version)")
+    fails.exit("rust-version matches the locked dependencies")
 
 
 # --------------------------------------------------------------------------- live checks
@@ -719,9 +956,9 @@ def cmd_requests(args: argparse.Namespace) -> None:
 
 
 def cmd_endpoints(args: argparse.Namespace) -> None:
-    """Every proxy endpoint of the Centrifugo config is a route the service serves."""
+    """Every proxy endpoint of the HTTP Centrifugo config is a route the service serves."""
     fails = Failures()
-    with open(CENTRIFUGO, encoding="utf-8") as f:
+    with open(CENTRIFUGO_HTTP, encoding="utf-8") as f:
         cfg = json.load(f)
     seen = set()
     for label, p in centrifugo_proxies(cfg):
@@ -734,6 +971,64 @@ def cmd_endpoints(args: argparse.Namespace) -> None:
         print(f"POST {path:26} {{}} -> {status} {body[:80].decode(errors='replace')}")
         fails.check(status not in (404, 405), f"{label}: POST {path} -> {status} (not served)")
     fails.exit(f"{len(seen)} endpoints served")
+
+
+def cmd_grpc_methods(_: argparse.Namespace) -> None:
+    """The gRPC methods the gRPC Centrifugo config calls, one full path per line."""
+    with open(CENTRIFUGO_GRPC, encoding="utf-8") as f:
+        cfg = json.load(f)
+    types = proxy_types(cfg)
+    methods = sorted({GRPC_METHODS[types[id(p)]] for _, p in centrifugo_proxies(cfg) if id(p) in types})
+    for m in methods:
+        print(f"/{GRPC_SERVICE}/{m}")
+
+
+def cmd_check_config(args: argparse.Namespace) -> None:
+    """`realtime-service check-config` on a rendered overlay's settings, as its pods get them.
+
+    Paths under /var/run/realtime/ are moved under --root (secret files and the pool are
+    created there); secretKeyRef values get local stand-ins; variables marked (planned) in
+    docs/configuration.md are left out (SKIP lines) until the binary reads them. Every other
+    ConfigMap key must be a setting that check-config prints (an unknown name would be
+    ignored silently)."""
+    fails = Failures()
+    ref = settings_reference()
+    r = Rendered(args.rendered)
+    env = r.env()
+    for e in r.container().get("env", []):
+        if "secretKeyRef" in e.get("valueFrom", {}):
+            env[e["name"]] = {"REDIS_URL": "redis://127.0.0.1:6379/0"}.get(e["name"], args.secret)
+    planned = sorted(k for k in env if k in ref and ref[k].planned)
+    for k in planned:
+        print(f"SKIP: {r.name}: {k} not given to the binary: marked (planned) in {CONFIG_DOC}")
+        del env[k]
+    mount = "/var/run/realtime/"
+    for k, v in env.items():
+        if v.startswith(mount):
+            env[k] = os.path.join(args.root, v[len(mount):])
+    for k in ("CENTRIFUGO_PROXY_SECRET_FILE", "CENTRIFUGO_PROXY_SECRET_PREVIOUS_FILE"):
+        if k in env:
+            os.makedirs(os.path.dirname(env[k]), exist_ok=True)
+            with open(env[k], "w", encoding="utf-8") as f:
+                f.write(args.secret + "\n")
+    if env.get("FALLBACK_TICKETS_PATH", "").startswith(args.root):
+        os.makedirs(env["FALLBACK_TICKETS_PATH"], exist_ok=True)
+        with open(os.path.join(env["FALLBACK_TICKETS_PATH"], "tickets-0"), "w", encoding="utf-8") as f:
+            f.write("ci-check-config-ticket-1\nci-check-config-ticket-2\n")
+    if "CENTRIFUGO_PROXY_SECRET_FILE" not in env:
+        env["CENTRIFUGO_PROXY_SECRET"] = args.secret
+    run_env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), **env}
+    out = subprocess.run([args.bin, "check-config"], env=run_env, capture_output=True, text=True, timeout=20,
+                         check=False)
+    text = out.stdout + out.stderr
+    fails.check(out.returncode == 0, f"{r.name}: check-config exited {out.returncode}:\n{text}")
+    known = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", text, re.M))
+    unknown = sorted(k for k in r.env() if k not in planned and k not in known)
+    fails.check(not unknown, f"{r.name}: ConfigMap keys that check-config does not report: {unknown}")
+    for line in text.splitlines():
+        if line.startswith("#") or "WARN" in line:
+            print(f"{r.name}: {line}")
+    fails.exit(f"{r.name}: {len(r.env())} ConfigMap settings, {len(planned)} planned; check-config accepts them")
 
 
 def cmd_ports(args: argparse.Namespace) -> None:
@@ -780,14 +1075,31 @@ def main() -> None:
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("k8s-schema")
     p.add_argument("--versions", nargs="+", default=["1.30.0", "1.37.0"])
+    p.add_argument("--rendered", nargs="+", required=True, metavar="NAME=FILE")
     p.set_defaults(fn=cmd_k8s_schema)
-    sub.add_parser("manifests").set_defaults(fn=cmd_manifests)
+    p = sub.add_parser("manifests")
+    p.add_argument("--rendered", nargs="+", required=True, metavar="NAME=FILE")
+    p.set_defaults(fn=cmd_manifests)
+    sub.add_parser("config-docs").set_defaults(fn=cmd_config_docs)
     p = sub.add_parser("extract-rules")
     p.add_argument("out")
+    p.add_argument("--rendered", metavar="NAME=FILE", help="from a rendered overlay instead of alerts.yaml")
     p.set_defaults(fn=cmd_extract_rules)
     sub.add_parser("runbook").set_defaults(fn=cmd_runbook)
-    sub.add_parser("centrifugo-config").set_defaults(fn=cmd_centrifugo_config)
+    p = sub.add_parser("centrifugo-config")
+    p.add_argument("--config", required=True)
+    p.add_argument("--transport", choices=["http", "grpc"], required=True)
+    p.set_defaults(fn=cmd_centrifugo_config)
+    sub.add_parser("centrifugo-pair").set_defaults(fn=cmd_centrifugo_pair)
     sub.add_parser("dockerfile").set_defaults(fn=cmd_dockerfile)
+    sub.add_parser("rust-version").set_defaults(fn=cmd_rust_version)
+    sub.add_parser("grpc-methods").set_defaults(fn=cmd_grpc_methods)
+    p = sub.add_parser("check-config")
+    p.add_argument("--bin", required=True)
+    p.add_argument("--rendered", required=True, metavar="NAME=FILE")
+    p.add_argument("--root", required=True, help="stands in for /var/run/realtime/")
+    p.add_argument("--secret", required=True)
+    p.set_defaults(fn=cmd_check_config)
     p = sub.add_parser("metric-refs")
     p.add_argument("scrape")
     p.set_defaults(fn=cmd_metric_refs)
