@@ -1,11 +1,17 @@
 //! One integration-test binary: the real service on a random port, a real tonic fake of
-//! identity-service behind it, signed HTTP requests in front.
+//! identity-service behind it, signed HTTP requests and a tonic client of the gRPC proxy in front.
 #![expect(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
 mod auth;
 mod config;
 mod connect;
+mod grpc_auth;
+mod grpc_connect;
+mod grpc_ops;
+mod grpc_pool;
+mod grpc_proxies;
 mod grpc_smoke;
+mod grpc_support;
 mod helpers;
 mod logs;
 mod ops;
