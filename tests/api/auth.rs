@@ -8,7 +8,8 @@ use serde_json::json;
 use crate::helpers::{connect_body, spawn_app, spawn_app_with, TestApp, SECRET};
 use crate::replies::{bad_request, unauthorized};
 
-async fn rejections(app: &TestApp, reason: &str) -> f64 {
+/// `realtime_proxy_signature_rejections_total` for `reason`.
+pub async fn rejections(app: &TestApp, reason: &str) -> f64 {
     app.metric(&format!(
         "realtime_proxy_signature_rejections_total{{reason=\"{reason}\"}}"
     ))

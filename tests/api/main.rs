@@ -1,5 +1,5 @@
 //! One integration-test binary: the real service on a random port, a real tonic fake of
-//! identity-service behind it, signed HTTP requests in front.
+//! identity-service behind it, signed HTTP requests and a tonic client of the gRPC proxy in front.
 #![expect(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
 mod architecture;
@@ -8,7 +8,12 @@ mod config;
 mod connect;
 mod docs;
 mod fake_identity;
-mod grpc_smoke;
+mod grpc_auth;
+mod grpc_connect;
+mod grpc_ops;
+mod grpc_pool;
+mod grpc_proxies;
+mod grpc_support;
 mod helpers;
 mod logs;
 mod ops;

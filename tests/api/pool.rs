@@ -21,7 +21,7 @@ async fn degrade(app: &TestApp, opener: &str) {
     );
 }
 
-fn fallback_user(ticket: &str) -> String {
+pub fn fallback_user(ticket: &str) -> String {
     format!(
         "fallback:{}",
         &hex::encode(Sha256::digest(ticket.as_bytes()))[..12]

@@ -9,7 +9,7 @@ use axum::http::{header, StatusCode, Uri};
 use axum::response::IntoResponse;
 use serde_json::{json, Value};
 
-use crate::helpers::{spawn_app_with, TestApp};
+use crate::helpers::{spawn_app_with, TestApp, TestConfig};
 use crate::proxies_support::{
     degraded_session, meta, method_not_found, permission_denied, request, rpc_internal, with, Who,
     CLIENT,
@@ -18,13 +18,14 @@ use crate::proxies_support::{
 /// What the backend received: (path, raw body).
 type Seen = Arc<Mutex<Vec<(String, String)>>>;
 
-struct Rpc {
-    app: TestApp,
+/// The app with a backend behind `RPC_ROUTES` (also used by the gRPC tests).
+pub struct Rpc {
+    pub app: TestApp,
     seen: Seen,
 }
 
 impl Rpc {
-    fn calls(&self) -> Vec<(String, String)> {
+    pub fn calls(&self) -> Vec<(String, String)> {
         self.seen.lock().unwrap().clone()
     }
 
@@ -67,7 +68,12 @@ async fn backend(seen: Seen, uri: Uri, body: Bytes) -> axum::response::Response 
 }
 
 /// Starts the backend, a closed port, and the app with RPC_ROUTES pointing at them.
-async fn spawn_rpc() -> Rpc {
+pub async fn spawn_rpc() -> Rpc {
+    spawn_rpc_with(|_| {}).await
+}
+
+/// `spawn_rpc`, with more configuration.
+pub async fn spawn_rpc_with(configure: impl FnOnce(&mut TestConfig)) -> Rpc {
     let seen: Seen = Arc::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -91,6 +97,7 @@ async fn spawn_rpc() -> Rpc {
     .join(",");
     let app = spawn_app_with(|c| {
         c.set("RPC_ROUTES", routes).set("RPC_DEADLINE_MS", "200");
+        configure(c);
     })
     .await;
     Rpc { app, seen }

@@ -44,9 +44,15 @@ pub fn on_channel(user: &str, meta: Option<&Value>, channel: &str) -> String {
 
 /// A publish body whose `data` is `payload` byte for byte (so sizes are exact).
 pub fn publish_raw(user: &str, meta: &Value, channel: &str, payload: &str) -> String {
-    let head = request(user, Some(meta), json!({ "channel": channel }));
-    // `head` is a JSON object: splice `"data":<payload>` in before its closing brace.
-    let open = head.strip_suffix('}').expect("an object");
+    with_raw_data(
+        &request(user, Some(meta), json!({ "channel": channel })),
+        payload,
+    )
+}
+
+/// `body` (a JSON object) with `"data":<payload>` spliced in byte for byte.
+pub fn with_raw_data(body: &str, payload: &str) -> String {
+    let open = body.strip_suffix('}').expect("an object");
     format!(r#"{open},"data":{payload}}}"#)
 }
 
@@ -125,7 +131,8 @@ impl Who {
         self
     }
 
-    fn scripted(&self) -> Scripted {
+    /// identity-service's answer for this user.
+    pub fn scripted(&self) -> Scripted {
         let who = self.clone();
         Scripted::success_with(self.user, move |s| {
             s.degraded = who.degraded;
