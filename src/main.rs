@@ -17,6 +17,10 @@ commands:
   serve         run the proxy backend (default)
   check-config  validate the environment and print the effective settings (secrets redacted)
   demo          run against an in-process fake identity-service and print signed curl commands
+                (on $LISTEN_HOST:$LISTEN_PORT, default 127.0.0.1:9730)
+  sign          print the X-Centrifugo-Proxy-Signature header for the body on stdin, signed
+                with $CENTRIFUGO_PROXY_SECRET, for calling the service by hand:
+                  echo -n \"$BODY\" | realtime-service sign
   healthcheck   GET /livez on 127.0.0.1:$LISTEN_PORT; exit 0 if healthy, 1 if not
 ";
 
@@ -29,6 +33,7 @@ fn main() -> ExitCode {
         "serve" => serve(),
         "check-config" => check_config(),
         "demo" => runtime().block_on(demo()),
+        "sign" => sign(),
         "healthcheck" => healthcheck(),
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
@@ -168,6 +173,45 @@ async fn demo() -> ExitCode {
     }
 }
 
+/// The header `hmac` mode checks, as `curl -H` takes it.
+const SIGNATURE_HEADER_NAME: &str = "X-Centrifugo-Proxy-Signature";
+/// The largest body `sign` reads: far above any body the service accepts, so a body the
+/// service would refuse as too large can still be signed to see that refusal.
+const SIGN_MAX_BODY_BYTES: u64 = 1024 * 1024;
+
+/// `sign`: the signature header for the body on stdin, exactly as the service will check it
+/// (HMAC-SHA256 of the raw bytes, hex). The secret comes from the environment, never from an
+/// argument, so it stays out of shell history and `ps`.
+fn sign() -> ExitCode {
+    use std::io::Read;
+
+    let secret = std::env::var_os("CENTRIFUGO_PROXY_SECRET").unwrap_or_default();
+    if secret.is_empty() {
+        eprintln!(
+            "realtime-service sign: CENTRIFUGO_PROXY_SECRET is not set; export the secret the service uses, then: echo -n \"$BODY\" | realtime-service sign"
+        );
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    let mut body = Vec::new();
+    let read = std::io::stdin()
+        .lock()
+        .take(SIGN_MAX_BODY_BYTES + 1)
+        .read_to_end(&mut body);
+    if let Err(e) = read {
+        eprintln!("realtime-service sign: cannot read the body from stdin: {e}");
+        return ExitCode::from(EXIT_RUNTIME);
+    }
+    if body.len() as u64 > SIGN_MAX_BODY_BYTES {
+        eprintln!(
+            "realtime-service sign: the body on stdin is larger than {SIGN_MAX_BODY_BYTES} bytes"
+        );
+        return ExitCode::from(EXIT_RUNTIME);
+    }
+    let signature = realtime_service::transport::http::auth::sign(secret.as_encoded_bytes(), &body);
+    println!("{SIGNATURE_HEADER_NAME}: {signature}");
+    ExitCode::SUCCESS
+}
+
 /// A dependency-free HTTP GET of `/livez`, so the probe works in a distroless image.
 fn healthcheck() -> ExitCode {
     use std::io::{Read, Write};
@@ -194,5 +238,14 @@ fn healthcheck() -> ExitCode {
     } else {
         eprintln!("realtime-service: /livez on {addr} is not healthy");
         ExitCode::from(EXIT_RUNTIME)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sign_prints_the_header_the_service_checks() {
+        assert!(super::SIGNATURE_HEADER_NAME
+            .eq_ignore_ascii_case(realtime_service::transport::http::auth::SIGNATURE_HEADER));
     }
 }

@@ -6,6 +6,7 @@ mod architecture;
 mod auth;
 mod config;
 mod connect;
+mod demo;
 mod docs;
 mod fake_identity;
 mod grpc_auth;
