@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod ops;
 pub mod proxies;
+pub mod serve;
 
 use axum::routing::{get, post};
 use axum::Router;
