@@ -29,6 +29,7 @@ pub mod fake_identity;
 pub mod fallback;
 pub mod http;
 pub mod identity;
+pub mod limits;
 pub mod meta;
 pub mod metrics;
 pub mod policy;
