@@ -38,4 +38,5 @@ pub mod rpc;
 pub mod settings;
 pub mod startup;
 pub mod state;
+pub mod strict_json;
 pub mod telemetry;
