@@ -192,6 +192,7 @@ mod tests {
     use tower_service::Service as _;
 
     use super::*;
+    use crate::http::serve::test_gate::Gate;
     use crate::http::serve::{serve, ServeLimits, ServeMetrics};
 
     const HANG_GUARD: Duration = Duration::from_secs(20);
@@ -336,25 +337,10 @@ mod tests {
     async fn past_the_inflight_bound_calls_are_refused_not_queued() {
         let registry = Registry::new();
         let limit = InflightLimit::new(1, &registry);
-        let (entered_tx, mut entered) = mpsc::unbounded_channel::<()>();
-        let (release, release_rx) = tokio::sync::watch::channel(false);
-        let router = Router::new()
-            .route(
-                "/",
-                post(move || {
-                    let entered = entered_tx.clone();
-                    let mut release = release_rx.clone();
-                    async move {
-                        let _ = entered.send(());
-                        let _ = release.wait_for(|go| *go).await;
-                        "done"
-                    }
-                }),
-            )
-            .route_layer(axum::middleware::from_fn_with_state(
-                limit.clone(),
-                bound_inflight,
-            ));
+        let mut gate = Gate::new();
+        let router = Router::new().route("/", post(gate.handler())).route_layer(
+            axum::middleware::from_fn_with_state(limit.clone(), bound_inflight),
+        );
         let call = |router: &Router| {
             let mut router = router.clone();
             async move {
@@ -366,13 +352,11 @@ mod tests {
             }
         };
         let first = tokio::spawn(call(&router));
-        tokio::time::timeout(HANG_GUARD, entered.recv())
-            .await
-            .expect("first call entered");
+        gate.entered().await;
         let second = call(&router).await;
         assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(limit.rejections.get(), 1);
-        release.send_replace(true);
+        gate.open();
         let first = first.await.expect("first call");
         assert_eq!(body_of(first).await, "done");
         // The slot is free again.

@@ -349,7 +349,9 @@ enum Phase {
     Waiting { since: Instant, fresh: bool },
     /// Part of a request head has arrived; `since` is when this head's clock started.
     Head { since: Instant },
-    /// Requests handed to the router whose responses are not finished.
+    /// Requests handed to the router whose responses are not finished. Bytes arriving now
+    /// are not timed as a head: they are usually this request's body. (A client pipelining
+    /// half a head behind a response therefore gets the idle clock, which is still bounded.)
     Busy { requests: usize },
 }
 
@@ -683,15 +685,76 @@ impl Backoff {
     }
 }
 
+/// A request held in flight on purpose, for tests of anything that bounds requests.
+#[cfg(test)]
+pub(crate) mod test_gate {
+    use std::future::Future;
+    use std::pin::Pin;
+    use std::time::Duration;
+
+    use tokio::sync::{mpsc, watch};
+
+    type Held = Pin<Box<dyn Future<Output = &'static str> + Send>>;
+
+    /// Its handler reports when it runs, then answers `done` once the gate opens.
+    pub struct Gate {
+        entered_tx: mpsc::UnboundedSender<()>,
+        entered: mpsc::UnboundedReceiver<()>,
+        open: watch::Sender<bool>,
+    }
+
+    impl Gate {
+        pub fn new() -> Self {
+            let (entered_tx, entered) = mpsc::unbounded_channel();
+            Self {
+                entered_tx,
+                entered,
+                open: watch::channel(false).0,
+            }
+        }
+
+        pub fn handler(&self) -> impl Fn() -> Held + Clone + Send + Sync + 'static {
+            let entered = self.entered_tx.clone();
+            let open = self.open.subscribe();
+            move || {
+                let entered = entered.clone();
+                let mut open = open.clone();
+                Box::pin(async move {
+                    let _ = entered.send(());
+                    let _ = open.wait_for(|open| *open).await;
+                    "done"
+                })
+            }
+        }
+
+        /// Waits until one more request reached the handler (20 s at most, against hangs).
+        pub async fn entered(&mut self) {
+            let entered = tokio::time::timeout(Duration::from_secs(20), self.entered.recv());
+            assert!(matches!(entered.await, Ok(Some(()))), "handler never ran");
+        }
+
+        /// Lets every held request, and any later one, answer.
+        pub fn open(&self) {
+            self.open.send_replace(true);
+        }
+
+        /// Opens the gate from elsewhere (`send_replace(true)`).
+        pub fn opener(&self) -> watch::Sender<bool> {
+            self.open.clone()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
 
     use axum::routing::get;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    use tokio::sync::{mpsc, oneshot};
+    use tokio::sync::oneshot;
     use tokio::task::JoinHandle;
 
+    use super::test_gate::Gate;
     use super::*;
 
     /// Only keeps a broken test from hanging; no assertion depends on it.
@@ -714,28 +777,16 @@ mod tests {
         table: Table,
         stop: Option<oneshot::Sender<()>>,
         done: JoinHandle<usize>,
-        /// A request to `/wait` reports here once its handler runs...
-        entered: mpsc::UnboundedReceiver<()>,
-        /// ...and answers once this is true.
-        release: watch::Sender<bool>,
+        /// Holds requests to `/wait`.
+        gate: Gate,
     }
 
     impl Server {
         async fn start(limits: ServeLimits) -> Self {
-            let (entered_tx, entered) = mpsc::unbounded_channel();
-            let (release, release_rx) = watch::channel(false);
-            let router = Router::new().route("/", get(|| async { "ok" })).route(
-                "/wait",
-                get(move || {
-                    let entered = entered_tx.clone();
-                    let mut release = release_rx.clone();
-                    async move {
-                        let _ = entered.send(());
-                        let _ = release.wait_for(|go| *go).await;
-                        "done"
-                    }
-                }),
-            );
+            let gate = Gate::new();
+            let router = Router::new()
+                .route("/", get(|| async { "ok" }))
+                .route("/wait", get(gate.handler()));
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
             let addr = listener.local_addr().expect("addr");
             let metrics = ServeMetrics::new(&Registry::new());
@@ -757,17 +808,12 @@ mod tests {
                 table,
                 stop: Some(stop),
                 done,
-                entered,
-                release,
+                gate,
             }
         }
 
         async fn connect(&self) -> TcpStream {
             TcpStream::connect(self.addr).await.expect("connect")
-        }
-
-        async fn entered(&mut self) {
-            guard(self.entered.recv()).await.expect("handler entered");
         }
 
         /// Waits until `n` connections are in the phase `matches` picks.
@@ -891,9 +937,9 @@ mod tests {
         .await;
         let mut stream = server.connect().await;
         send_get(&mut stream, "/wait").await;
-        server.entered().await;
+        server.gate.entered().await;
         tokio::time::sleep(Duration::from_millis(400)).await;
-        server.release.send_replace(true);
+        server.gate.open();
         assert_eq!(read_response(&mut stream).await, "done");
         server.shutdown().await;
     }
@@ -909,13 +955,13 @@ mod tests {
         for _ in 0..2 {
             let mut stream = server.connect().await;
             send_get(&mut stream, "/wait").await;
-            server.entered().await;
+            server.gate.entered().await;
             busy.push(stream);
         }
         let mut third = server.connect().await;
         assert!(closed(&mut third).await);
         assert_eq!(server.metrics.refused.get(), 1);
-        server.release.send_replace(true);
+        server.gate.open();
         for stream in &mut busy {
             assert_eq!(read_response(stream).await, "done");
         }
@@ -976,8 +1022,8 @@ mod tests {
         .await;
         let mut stream = server.connect().await;
         send_get(&mut stream, "/wait").await;
-        server.entered().await;
-        let release = server.release.clone();
+        server.gate.entered().await;
+        let opener = server.gate.opener();
         let addr = server.addr;
         let shutdown = tokio::spawn(server.shutdown());
         // Once the loop has stopped accepting, the listener is gone.
@@ -987,7 +1033,7 @@ mod tests {
             }
         })
         .await;
-        release.send_replace(true);
+        opener.send_replace(true);
         assert_eq!(read_response(&mut stream).await, "done");
         assert!(closed(&mut stream).await, "no keep-alive while draining");
         let (cut, _) = guard(shutdown).await.expect("shutdown task");
