@@ -14,7 +14,9 @@
 //!   sends a request on a connection this side is closing.
 //! - **Connections** are capped at `max_connections`. When full, the connection that has waited
 //!   longest without a request in flight (idle, or still sending its head) is closed to make
-//!   room; only when every connection is serving a request is the new one closed at once.
+//!   room, and the new one is served once that socket is closed, so descriptors in use never
+//!   pass the cap by more than one; only when every connection is serving a request is the new
+//!   one closed at once.
 //!   Evicting instead of refusing keeps health checks and Centrifugo served while someone holds
 //!   thousands of sockets open doing nothing.
 //! - **Accept errors** (EMFILE, ENFILE, ...) are counted, logged as a rate-limited WARN, and
@@ -204,7 +206,23 @@ async fn run(
                     backoff.reset();
                     match table.make_room(limits.max_connections) {
                         Room::Free => {}
-                        Room::Evicted => metrics.evicted.inc(),
+                        room @ (Room::Evicted | Room::Freeing) => {
+                            if room == Room::Evicted {
+                                metrics.evicted.inc();
+                            }
+                            // Hold this one until the evicted socket is closed, so that the
+                            // descriptors in use never pass the cap by more than one, and
+                            // accept nothing more meanwhile (the kernel's backlog waits).
+                            let room = async {
+                                while !table.has_room(limits.max_connections) {
+                                    table.freed().await;
+                                }
+                            };
+                            tokio::select! {
+                                () = &mut shutdown => break,
+                                () = room => {}
+                            }
+                        }
                         Room::Full => {
                             metrics.refused.inc();
                             if let Some(suppressed) = full_warn.allow(Instant::now()) {
@@ -328,7 +346,16 @@ async fn serve_connection(
                 connection.as_mut().graceful_shutdown();
             }
         }
-        if activity.is_evicted() || activity.expired(&limits, Instant::now()) {
+        if activity.is_evicted() && !draining {
+            // Chosen while waiting, a request may have started since: let it finish.
+            if activity.is_busy() {
+                draining = true;
+                connection.as_mut().graceful_shutdown();
+            } else {
+                return;
+            }
+        }
+        if activity.expired(&limits, Instant::now()) {
             // Dropping the connection closes the socket.
             return;
         }
@@ -464,6 +491,10 @@ impl Activity {
         self.changed.notify_one();
     }
 
+    fn is_busy(&self) -> bool {
+        matches!(*self.phase(), Phase::Busy { .. })
+    }
+
     fn is_evicted(&self) -> bool {
         self.evicted.load(Ordering::Acquire)
     }
@@ -565,22 +596,32 @@ impl hyper::body::Body for Tracked {
     }
 }
 
-/// The open connections, by id, for the cap and for eviction.
+/// The open connections, by id, for the cap and for eviction. A connection stays in it until
+/// its socket is closed, so its size is the number of descriptors held.
 #[derive(Clone, Default)]
-struct Table(Arc<Mutex<HashMap<u64, Arc<Activity>>>>);
+struct Table(Arc<TableInner>);
+
+#[derive(Default)]
+struct TableInner {
+    open: Mutex<HashMap<u64, Arc<Activity>>>,
+    /// Signalled each time a connection closes.
+    freed: Notify,
+}
 
 #[derive(Debug, PartialEq, Eq)]
 enum Room {
     Free,
-    /// The longest-waiting connection was told to close.
+    /// The longest-waiting connection was just told to close; its slot follows shortly.
     Evicted,
+    /// A connection told to close earlier has not closed yet; its slot follows shortly.
+    Freeing,
     /// Every connection is serving a request.
     Full,
 }
 
 impl Table {
     fn open(&self) -> MutexGuard<'_, HashMap<u64, Arc<Activity>>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        self.0.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn insert(&self, id: u64) -> Arc<Activity> {
@@ -591,21 +632,34 @@ impl Table {
 
     fn remove(&self, id: u64) {
         self.open().remove(&id);
+        self.0.freed.notify_one();
+    }
+
+    fn has_room(&self, max: usize) -> bool {
+        self.open().len() < max
+    }
+
+    /// Resolves after some connection has closed (possibly before this was called).
+    async fn freed(&self) {
+        self.0.freed.notified().await;
     }
 
     /// Makes room for one more connection under `max`. The scan is linear, but only runs
     /// while the table is full.
     fn make_room(&self, max: usize) -> Room {
-        let mut open = self.open();
+        let open = self.open();
         if open.len() < max {
             return Room::Free;
         }
+        if open.values().any(|activity| activity.is_evicted()) {
+            return Room::Freeing;
+        }
         let oldest = open
-            .iter()
-            .filter_map(|(id, activity)| Some((activity.phase().waiting_since()?, *id)))
-            .min();
-        match oldest.and_then(|(_, id)| open.remove(&id)) {
-            Some(activity) => {
+            .values()
+            .filter_map(|activity| Some((activity.phase().waiting_since()?, activity)))
+            .min_by_key(|(since, _)| *since);
+        match oldest {
+            Some((_, activity)) => {
                 activity.evict();
                 Room::Evicted
             }
@@ -1040,6 +1094,139 @@ mod tests {
         assert_eq!(cut, 0);
     }
 
+    /// Runs `serve` in a child process (this test binary again, running
+    /// `serve_in_a_child_with_few_file_descriptors`) whose soft open-file limit is `nofile`,
+    /// so that the limit applies to the server alone. Killed when dropped.
+    struct Child {
+        process: std::process::Child,
+        addr: SocketAddr,
+    }
+
+    impl Child {
+        async fn start(nofile: u64, max_connections: usize) -> Self {
+            let exe = std::env::current_exe().expect("test binary");
+            let mut child = Self {
+                process: std::process::Command::new(exe)
+                    .args(["--exact", "--ignored", "--nocapture", "--test-threads=1"])
+                    .arg("http::serve::tests::serve_in_a_child_with_few_file_descriptors")
+                    .env("SERVE_CHILD_NOFILE", nofile.to_string())
+                    .env("SERVE_CHILD_MAX_CONNECTIONS", max_connections.to_string())
+                    .stdout(std::process::Stdio::piped())
+                    .spawn()
+                    .expect("spawn child"),
+                addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            };
+            let stdout = child.process.stdout.take().expect("stdout");
+            // The harness writes its own text on the same line, before the port.
+            let port = tokio::task::spawn_blocking(move || {
+                use std::io::BufRead;
+                std::io::BufReader::new(stdout)
+                    .lines()
+                    .map_while(Result::ok)
+                    .find_map(|line| line.split("SERVE_CHILD_PORT=").nth(1)?.trim().parse().ok())
+            });
+            // On failure `child` is dropped, killing the process, which ends the reader too.
+            child
+                .addr
+                .set_port(guard(port).await.expect("reader").expect("child port"));
+            child
+        }
+
+        /// The child's metrics, over a fresh connection: proof that it still serves.
+        async fn metric(&self, name: &str) -> f64 {
+            let mut stream = guard(TcpStream::connect(self.addr)).await.expect("connect");
+            let text = ask(&mut stream, "/metrics").await;
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+                .unwrap_or_else(|| panic!("{name} missing"))
+        }
+    }
+
+    impl Drop for Child {
+        fn drop(&mut self) {
+            let _ = self.process.kill();
+            let _ = self.process.wait();
+        }
+    }
+
+    /// The server side of the two tests below; does nothing unless started by them.
+    #[tokio::test]
+    #[ignore = "run as a child process by the open-file-limit tests"]
+    async fn serve_in_a_child_with_few_file_descriptors() {
+        let env = |name: &str| -> u64 {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{name} not set: only run as a child process"))
+        };
+        let hard = rustix::process::getrlimit(rustix::process::Resource::Nofile).maximum;
+        rustix::process::setrlimit(
+            rustix::process::Resource::Nofile,
+            rustix::process::Rlimit {
+                current: Some(env("SERVE_CHILD_NOFILE")),
+                maximum: hard,
+            },
+        )
+        .expect("lower the soft limit");
+        let registry = Registry::new();
+        let metrics = ServeMetrics::new(&registry);
+        let router = Router::new().route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move {
+                    prometheus::TextEncoder::new()
+                        .encode_to_string(&registry.gather())
+                        .unwrap_or_default()
+                }
+            }),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        println!("SERVE_CHILD_PORT={port}");
+        let limits = ServeLimits {
+            max_connections: usize::try_from(env("SERVE_CHILD_MAX_CONNECTIONS"))
+                .unwrap_or(usize::MAX),
+            ..limits()
+        };
+        serve(listener, router, limits, metrics, std::future::pending()).await;
+    }
+
+    /// Opens `n` connections and waits until the server has seen some of them.
+    async fn hold(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+        let mut held = Vec::new();
+        for _ in 0..n {
+            held.push(guard(TcpStream::connect(addr)).await.expect("connect"));
+        }
+        held
+    }
+
+    #[tokio::test]
+    async fn out_of_file_descriptors_the_loop_counts_and_recovers() {
+        // A cap far above the limit: accept itself fails with EMFILE.
+        let child = Child::start(64, 100_000).await;
+        let held = hold(child.addr, 150).await;
+        // Give the child time to fill its descriptor table and fail (the loop does not stop).
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        drop(held);
+        assert!(child.metric("realtime_http_accept_errors_total").await >= 1.0);
+    }
+
+    #[tokio::test]
+    async fn with_the_cap_below_the_limit_new_connections_are_served_however_many_idle() {
+        let child = Child::start(64, 16).await;
+        let _held = hold(child.addr, 150).await;
+        // Served although 150 connections sit idle: the oldest made room.
+        assert!(
+            child
+                .metric("realtime_http_connections_evicted_total")
+                .await
+                >= 1.0
+        );
+        assert_eq!(child.metric("realtime_http_accept_errors_total").await, 0.0);
+        assert!(child.metric("realtime_http_connections ").await <= 16.0);
+    }
+
     #[test]
     fn a_first_head_is_timed_from_accept_and_later_ones_from_their_first_byte() {
         let limits = ServeLimits::default();
@@ -1088,7 +1275,11 @@ mod tests {
         assert_eq!(table.make_room(5), Room::Free);
         assert_eq!(table.make_room(3), Room::Evicted);
         assert!(waiting.is_evicted() && !busy.is_evicted());
-        assert_eq!(table.count(|_| true), 2);
+        // Until the evicted one has closed, no second one is chosen.
+        assert_eq!(table.make_room(3), Room::Freeing);
+        assert!(!table.has_room(3));
+        table.remove(2);
+        assert!(table.has_room(3));
     }
 
     #[test]
