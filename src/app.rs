@@ -21,6 +21,8 @@ use crate::ratelimit::PublishLimiter;
 use crate::rpc::RpcClient;
 use crate::service::{self, ProxyService};
 use crate::transport::grpc::{self, GrpcProxy, GrpcServer};
+use crate::transport::http::limits::{self, InflightLimit};
+use crate::transport::http::serve::{serve, ServeLimits, ServeMetrics};
 use crate::transport::http::{self, auth::ProxyAuth, AppState, HttpState, Readiness};
 
 /// How to stop.
@@ -51,6 +53,8 @@ pub struct Application {
     metrics_listener: Option<TcpListener>,
     grpc: Option<GrpcServer>,
     state: AppState,
+    serve_limits: ServeLimits,
+    serve_metrics: ServeMetrics,
     drain_delay: Duration,
     _probe: probe::ProbeGuard,
 }
@@ -73,7 +77,17 @@ impl Application {
                 "CENTRIFUGO_PROXY_AUTH=none: proxy calls are NOT authenticated; anyone who can reach this port can mint connections. Never run this in production."
             );
         }
+        for warning in config.warnings() {
+            tracing::warn!("configuration: {warning}");
+        }
+        let listeners = 1 + usize::from(config.listen.metrics.is_some());
+        open_file_limit(
+            config.http.max_connections * listeners,
+            config.edge.max_inflight,
+        );
         let metrics = Metrics::new();
+        let inflight = InflightLimit::new(config.edge.max_inflight, metrics.registry());
+        let serve_metrics = ServeMetrics::new(metrics.registry());
         let pool = TicketPool::load(
             config.fallback.tickets_path.as_deref(),
             config.fallback.low_watermark,
@@ -120,8 +134,12 @@ impl Application {
                     Some(tls) => Some(grpc::tls_config(tls).map_err(ConfigErrors::from)?),
                     None => None,
                 };
-                let proxy =
-                    GrpcProxy::new(service.clone(), &config.auth, config.edge.max_body_bytes);
+                let proxy = GrpcProxy::new(
+                    service.clone(),
+                    &config.auth,
+                    config.edge.max_body_bytes,
+                    inflight.clone(),
+                );
                 Some(GrpcServer::new(
                     bind(addr).await?,
                     proxy,
@@ -137,6 +155,7 @@ impl Application {
             edge: config.edge,
             metrics,
             readiness: Readiness::ready(),
+            inflight,
         });
 
         let listener = bind(config.listen.http).await?;
@@ -149,6 +168,14 @@ impl Application {
             metrics_listener,
             grpc,
             state,
+            serve_limits: ServeLimits {
+                header_read_timeout: config.http.header_read_timeout,
+                idle_timeout: config.http.idle_timeout,
+                max_connections: config.http.max_connections,
+                shutdown_timeout: config.shutdown_timeout,
+                max_header_bytes: config.http.max_header_bytes,
+            },
+            serve_metrics,
             drain_delay: config.drain_delay,
             _probe: probe,
         })
@@ -187,6 +214,8 @@ impl Application {
             metrics_listener,
             grpc,
             state,
+            serve_limits,
+            serve_metrics,
             drain_delay,
             _probe,
         } = self;
@@ -210,18 +239,25 @@ impl Application {
         let metrics_server = metrics_listener.map(|listener| {
             let router = http::metrics_router(state.clone());
             let stop = stopped(stop_rx.clone());
-            tokio::spawn(async move {
-                axum::serve(listener, router)
-                    .with_graceful_shutdown(stop)
-                    .await
-            })
+            tokio::spawn(serve(
+                listener,
+                router,
+                serve_limits,
+                serve_metrics.clone(),
+                stop,
+            ))
         });
         let grpc_server = grpc.map(|server| {
             if let Ok(addr) = server.local_addr() {
                 tracing::info!(%addr, "gRPC proxy listening");
             }
             let stop = stopped(stop_rx.clone());
-            tokio::spawn(server.run(stop))
+            let task = tokio::spawn(server.run(stop));
+            tokio::spawn(bounded_grpc_shutdown(
+                task,
+                stop_rx.clone(),
+                serve_limits.shutdown_timeout,
+            ))
         });
         let with_metrics = metrics_server.is_none();
         tracing::info!(
@@ -231,19 +267,28 @@ impl Application {
             pool_size = state.service.pool().len(),
             "realtime-service listening"
         );
-        axum::serve(listener, http::router(state, with_metrics))
-            .with_graceful_shutdown(stopped(stop_rx))
-            .await?;
+        let mut cut = serve(
+            listener,
+            http::router(state, with_metrics),
+            serve_limits,
+            serve_metrics,
+            stopped(stop_rx),
+        )
+        .await;
         if let Some(server) = metrics_server {
-            server.await.map_err(std::io::Error::other)??;
+            cut += server.await.map_err(std::io::Error::other)?;
         }
         if let Some(server) = grpc_server {
-            server
-                .await
-                .map_err(std::io::Error::other)?
-                .map_err(std::io::Error::other)?;
+            server.await.map_err(std::io::Error::other)??;
         }
-        tracing::info!("shutdown: all requests finished");
+        if cut > 0 {
+            tracing::warn!(
+                cut,
+                "shutdown: {cut} connections were still busy after SHUTDOWN_TIMEOUT_MS and were cut"
+            );
+        } else {
+            tracing::info!("shutdown: all requests finished");
+        }
         Ok(())
     }
 }
@@ -257,6 +302,47 @@ pub fn load_policy(path: Option<&std::path::Path>) -> Result<ChannelPolicy, Poli
             Ok(policy)
         }
         None => Ok(ChannelPolicy::builtin()),
+    }
+}
+
+/// Waits for the gRPC server to finish its in-flight calls, at most `timeout` after the stop
+/// signal; then cuts it (tonic would otherwise wait for a stalled call forever).
+async fn bounded_grpc_shutdown(
+    mut task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    stop: watch::Receiver<bool>,
+    timeout: Duration,
+) -> std::io::Result<()> {
+    let deadline = async {
+        stopped(stop).await;
+        tokio::time::sleep(timeout).await;
+    };
+    tokio::select! {
+        result = &mut task => result.map_err(std::io::Error::other)?.map_err(std::io::Error::other),
+        () = deadline => {
+            task.abort();
+            tracing::warn!("shutdown: gRPC calls were still in flight after SHUTDOWN_TIMEOUT_MS and were cut");
+            Ok(())
+        }
+    }
+}
+
+/// Raises the soft open-file limit to the hard one, and warns when the connection caps do not
+/// fit under it: running out of descriptors would silently refuse every connection,
+/// health checks included.
+fn open_file_limit(connections: usize, max_inflight: usize) {
+    match limits::raise_open_file_limit() {
+        Ok(limit) => {
+            tracing::debug!(before = ?limit.before, after = ?limit.after, "open-file limit");
+            if !limits::connections_fit(connections, max_inflight, limit.after) {
+                tracing::warn!(
+                    open_files = ?limit.after,
+                    connections,
+                    most = ?limits::max_connections_within(limit.after, max_inflight),
+                    "HTTP_MAX_CONNECTIONS does not fit under the open-file limit; lower it to at most `most` per listener total"
+                );
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
 }
 

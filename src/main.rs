@@ -142,6 +142,9 @@ fn check_config() -> ExitCode {
     for line in settings.redacted_lines() {
         println!("{line}");
     }
+    for warning in config.warnings() {
+        println!("# warning: {warning}");
+    }
     println!(
         "# channel policy: {} ({})",
         config

@@ -179,7 +179,7 @@ impl Metrics {
         for proxy in ProxyKind::ALL {
             let proxy = proxy.as_str();
             // Statuses the shared HTTP edge can answer on every route.
-            for status in ["200", "400", "401", "413"] {
+            for status in ["200", "400", "401", "408", "413", "429"] {
                 self.proxy_requests.with_label_values(&[proxy, status]);
             }
         }
@@ -208,7 +208,13 @@ impl Metrics {
             self.auth_rejections.with_label_values(&[reason.as_str()]);
         }
         for source in ["request", "probe"] {
-            for code in ["ok", "unavailable", "deadline_exceeded", "transport"] {
+            for code in [
+                "ok",
+                "unavailable",
+                "deadline_exceeded",
+                "cancelled",
+                "transport",
+            ] {
                 self.identity_duration.with_label_values(&[code, source]);
             }
         }
@@ -227,6 +233,12 @@ impl Metrics {
                 .with_label_values(&[s.as_str()])
                 .set(i64::from(*s == status));
         }
+    }
+
+    /// The registry components with metrics of their own (the HTTP server loop, the in-flight
+    /// bound) register into, so one scrape shows everything.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
     }
 
     /// Prometheus text exposition of everything registered.

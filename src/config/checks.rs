@@ -7,8 +7,8 @@ use std::time::Duration;
 use super::error::{ConfigError, Problems};
 use super::value::Secret;
 use super::{
-    Auth, Fallback, GrpcTls, Identity, Listen, Negotiation, ProxyAuthMode, Settings, Telemetry,
-    FALLBACK_TTL_RANGE_S,
+    Auth, Fallback, GrpcTls, HttpServe, Identity, Listen, Negotiation, ProxyAuthMode, Settings,
+    Telemetry, FALLBACK_TTL_RANGE_S,
 };
 use crate::meta::ConnectionMeta;
 
@@ -269,4 +269,33 @@ pub(super) fn resolve(host: &str, port: u16) -> Result<SocketAddr, ConfigError> 
         .map_err(|e| ConfigError::new("LISTEN_HOST", format!("cannot resolve {host:?}: {e}")))?
         .next()
         .ok_or_else(|| ConfigError::new("LISTEN_HOST", format!("{host:?} resolves to no address")))
+}
+
+/// hyper refuses a smaller head buffer: its first read is this large.
+const MIN_HEADER_BYTES: usize = 8192;
+
+pub(super) fn http_serve(s: &Settings, p: &mut Problems) -> HttpServe {
+    positive(
+        p,
+        "HTTP_HEADER_READ_TIMEOUT_MS",
+        s.http_header_read_timeout_ms,
+    );
+    positive(p, "HTTP_IDLE_TIMEOUT_MS", s.http_idle_timeout_ms);
+    if s.http_max_connections == 0 {
+        p.push("HTTP_MAX_CONNECTIONS", "must be at least 1");
+    }
+    if s.http_max_header_bytes < MIN_HEADER_BYTES {
+        p.push(
+            "HTTP_MAX_HEADER_BYTES",
+            format!(
+                "must be at least {MIN_HEADER_BYTES} (the HTTP parser reads that much at once)"
+            ),
+        );
+    }
+    HttpServe {
+        header_read_timeout: Duration::from_millis(s.http_header_read_timeout_ms),
+        idle_timeout: Duration::from_millis(s.http_idle_timeout_ms),
+        max_connections: s.http_max_connections,
+        max_header_bytes: s.http_max_header_bytes,
+    }
 }

@@ -87,7 +87,10 @@ pub struct Config {
     pub policy_path: Option<PathBuf>,
     pub publish: Publish,
     pub rpc: Rpc,
+    pub http: HttpServe,
     pub drain_delay: Duration,
+    /// After the drain delay, how long in-flight work may take before it is cut.
+    pub shutdown_timeout: Duration,
     pub telemetry: Telemetry,
 }
 
@@ -115,10 +118,22 @@ pub struct Auth {
     pub secrets: Vec<Secret>,
 }
 
+/// The bounds every proxy call is held to, whatever the client does.
 #[derive(Debug, Clone, Copy)]
 pub struct Edge {
     pub max_body_bytes: usize,
     pub status_mode: StatusMode,
+    pub body_read_timeout: Duration,
+    pub max_inflight: usize,
+}
+
+/// The HTTP server loop's bounds.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpServe {
+    pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -158,7 +173,30 @@ pub struct Telemetry {
     pub sampler_ratio: f64,
 }
 
+/// Kubernetes' default `terminationGracePeriodSeconds`: drain delay and shutdown timeout
+/// must fit inside it, or the kubelet kills the pod mid-shutdown.
+pub const DEFAULT_GRACE_PERIOD: Duration = Duration::from_secs(30);
+
 impl Config {
+    /// Combinations that start but deserve a warning (`check-config` and startup print them).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let shutdown = self.drain_delay + self.shutdown_timeout;
+        if shutdown >= DEFAULT_GRACE_PERIOD {
+            warnings.push(format!(
+                "SHUTDOWN_DRAIN_DELAY_MS + SHUTDOWN_TIMEOUT_MS = {} ms does not fit a 30 s grace period: set the pod's terminationGracePeriodSeconds above it",
+                shutdown.as_millis()
+            ));
+        }
+        if self.http.idle_timeout <= Duration::from_secs(90) {
+            warnings.push(format!(
+                "HTTP_IDLE_TIMEOUT_MS = {} ms is not above the 90 s Centrifugo's HTTP client keeps idle connections: a request sent on one as it closes fails",
+                self.http.idle_timeout.as_millis()
+            ));
+        }
+        warnings
+    }
+
     /// Reads and checks explicit pairs in one go (tests and `check-config`).
     pub fn from_pairs<I, K, V>(pairs: I) -> Result<Self, ConfigErrors>
     where
@@ -177,6 +215,15 @@ impl Config {
         if s.proxy_max_body_bytes == 0 {
             p.push("PROXY_MAX_BODY_BYTES", "must be greater than 0");
         }
+        let http = http_serve(s, &mut p);
+        if s.proxy_max_inflight == 0 {
+            p.push("PROXY_MAX_INFLIGHT", "must be at least 1");
+        }
+        positive(
+            &mut p,
+            "HTTP_BODY_READ_TIMEOUT_MS",
+            s.http_body_read_timeout_ms,
+        );
         let identity = identity(s, &mut p);
         let info_fields = p.take(info_fields(&s.connect_info_fields));
         let fallback = fallback(s, &mut p);
@@ -204,7 +251,10 @@ impl Config {
             edge: Edge {
                 max_body_bytes: s.proxy_max_body_bytes,
                 status_mode: s.proxy_http_status_mode,
+                body_read_timeout: Duration::from_millis(s.http_body_read_timeout_ms),
+                max_inflight: s.proxy_max_inflight,
             },
+            http,
             identity: identity.unwrap_or_else(|| unreachable!("errors were reported")),
             fallback,
             connect: ConnectConfig {
@@ -222,6 +272,7 @@ impl Config {
                 deadline: Duration::from_millis(s.rpc_deadline_ms),
             },
             drain_delay: Duration::from_millis(s.shutdown_drain_delay_ms),
+            shutdown_timeout: Duration::from_millis(s.shutdown_timeout_ms),
             telemetry: telemetry(s),
         })
     }

@@ -69,6 +69,21 @@ settings_table! {
     proxy_max_body_bytes: usize = "PROXY_MAX_BODY_BYTES", 65536;
     /// `PROXY_HTTP_STATUS_MODE`: `mapped` (default) | `always_200`.
     proxy_http_status_mode: StatusMode = "PROXY_HTTP_STATUS_MODE", StatusMode::Mapped;
+    /// `PROXY_MAX_INFLIGHT`, default 256: proxy requests being read or processed at once;
+    /// past it the answer is 429 with error 111 at once (nothing queues).
+    proxy_max_inflight: usize = "PROXY_MAX_INFLIGHT", 256;
+    /// `HTTP_HEADER_READ_TIMEOUT_MS`, default 10000 ms: a request head must arrive within this.
+    http_header_read_timeout_ms: u64 = "HTTP_HEADER_READ_TIMEOUT_MS", 10_000;
+    /// `HTTP_BODY_READ_TIMEOUT_MS`, default 10000 ms: a body must arrive within this, else 408.
+    http_body_read_timeout_ms: u64 = "HTTP_BODY_READ_TIMEOUT_MS", 10_000;
+    /// `HTTP_IDLE_TIMEOUT_MS`, default 120000 ms: idle keep-alive connections are closed after
+    /// this; longer than the 90 s Centrifugo's HTTP client keeps them pooled.
+    http_idle_timeout_ms: u64 = "HTTP_IDLE_TIMEOUT_MS", 120_000;
+    /// `HTTP_MAX_CONNECTIONS`, default 4096: open connections per HTTP listener.
+    http_max_connections: usize = "HTTP_MAX_CONNECTIONS", 4096;
+    /// `HTTP_MAX_HEADER_BYTES`, default 16384 (at least 8192): the largest request head; larger
+    /// heads answer 431.
+    http_max_header_bytes: usize = "HTTP_MAX_HEADER_BYTES", 16 * 1024;
     /// `CONNECT_INFO_FIELDS`: comma list of meta fields also copied into public `info`.
     connect_info_fields: String = "CONNECT_INFO_FIELDS", String::new();
 
@@ -108,6 +123,9 @@ settings_table! {
     /// `SHUTDOWN_DRAIN_DELAY_MS`, default 5000 ms: time between SIGTERM (readiness 503) and
     /// closing the listeners, so endpoints can be updated first.
     shutdown_drain_delay_ms: u64 = "SHUTDOWN_DRAIN_DELAY_MS", 5000;
+    /// `SHUTDOWN_TIMEOUT_MS`, default 15000 ms: after the drain delay, how long in-flight
+    /// requests may take; what is left is cut.
+    shutdown_timeout_ms: u64 = "SHUTDOWN_TIMEOUT_MS", 15_000;
 
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`: OTLP/HTTP collector base URL; unset disables export.
     otel_exporter_otlp_endpoint: Option<String> = "OTEL_EXPORTER_OTLP_ENDPOINT", None;

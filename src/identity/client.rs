@@ -91,9 +91,15 @@ impl IdentityClient {
             let mut client = self.client.clone();
             let result = match tokio::time::timeout(self.deadline, client.validate(request)).await {
                 // tonic also enforces the `grpc-timeout` it sends, and reports its own expiry as
-                // CANCELLED; whichever timer fires first, a failure at the deadline is one.
+                // CANCELLED; whichever timer fires first, that CANCELLED is our deadline. Any
+                // other status stands, so an answer arriving at the deadline stays an answer.
                 Err(_) => Err(deadline_exceeded()),
-                Ok(Err(_)) if started.elapsed() >= self.deadline => Err(deadline_exceeded()),
+                Ok(Err(status))
+                    if status.code() == tonic::Code::Cancelled
+                        && started.elapsed() >= self.deadline =>
+                {
+                    Err(deadline_exceeded())
+                }
                 Ok(result) => result.map(tonic::Response::into_inner),
             };
             let code = code_label(&result);

@@ -2,11 +2,21 @@
 //! `Validation`, never with `tonic::Status`.
 //!
 //! The split that matters is between answers and unreachability. Only unreachability
-//! (UNAVAILABLE, DEADLINE_EXCEEDED, no response at all) may ever open the fallback path: an
-//! answer, even an error, is something a caller can provoke at will, and letting it count as
-//! an outage would hand out fallback access on demand.
+//! (UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED, no response at all) may ever open the fallback
+//! path: an answer, even an error, is something a caller can provoke at will, and letting it
+//! count as an outage would hand out fallback access on demand.
+//!
+//! "No response at all" is decided by cause, not by code: when a connection drops, tonic
+//! builds the status locally from the error (UNKNOWN for an I/O error, INTERNAL for an h2
+//! GOAWAY or reset without a gRPC status, CANCELLED for a request hyper dropped with its
+//! connection) and keeps that error as the status's source. A status whose source chain holds
+//! a transport, hyper, h2 or I/O error is unreachability whatever its code; one without such a
+//! cause came over the wire and is an answer. CANCELLED is the one code that is never an
+//! answer: this service cancels a call only at its own deadline, which is reported as
+//! DEADLINE_EXCEEDED, so any other CANCELLED means the call was cut from the other side
+//! (identity-service stopping mid-call during a restart or rollout).
 
-use std::error::Error as _;
+use std::error::Error;
 
 use tonic::{Code, Status};
 
@@ -56,7 +66,7 @@ pub enum Validation {
         code: u32,
         message: String,
     },
-    /// No answer: UNAVAILABLE, DEADLINE_EXCEEDED or a transport failure.
+    /// No answer: UNAVAILABLE, DEADLINE_EXCEEDED, CANCELLED or a transport failure.
     Unreachable(Unreachable),
     /// Anything else: an answer we cannot use (other codes, an empty oneof, no user id).
     Internal(&'static str),
@@ -65,7 +75,12 @@ pub enum Validation {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unreachable {
     Unavailable,
+    /// Our deadline passed, whichever timer noticed first (tonic's reports CANCELLED).
     DeadlineExceeded,
+    /// The call was cut from the other side: identity-service stopped mid-call, reset the
+    /// stream, or the connection closed under it.
+    Cancelled,
+    /// The connection failed: the status was built from a transport, hyper, h2 or I/O error.
     Transport,
 }
 
@@ -128,18 +143,43 @@ impl Validation {
 
     fn from_status(status: &Status) -> Self {
         match status.code() {
+            Code::Unavailable => Self::Unreachable(Unreachable::Unavailable),
+            Code::DeadlineExceeded => Self::Unreachable(Unreachable::DeadlineExceeded),
+            Code::Cancelled if caused_by::<tonic::TimeoutExpired>(status) => {
+                Self::Unreachable(Unreachable::DeadlineExceeded)
+            }
+            Code::Cancelled => Self::Unreachable(Unreachable::Cancelled),
+            // Before the ticket refusals: PERMISSION_DENIED is also what tonic makes of an h2
+            // INADEQUATE_SECURITY, which says nothing about the ticket.
+            _ if transport_failure(status) => Self::Unreachable(Unreachable::Transport),
             Code::NotFound
             | Code::InvalidArgument
             | Code::Unauthenticated
             | Code::PermissionDenied => Self::InvalidTicket,
-            Code::Unavailable => Self::Unreachable(Unreachable::Unavailable),
-            Code::DeadlineExceeded => Self::Unreachable(Unreachable::DeadlineExceeded),
-            // A status built locally from an error (tonic attaches the source) means nothing
-            // came back over the wire: a broken connection, a reset stream, a bad frame.
-            _ if status.source().is_some() => Self::Unreachable(Unreachable::Transport),
             _ => Self::Internal("unexpected grpc status"),
         }
     }
+}
+
+/// Whether tonic built `status` from a failed connection rather than received it. Statuses
+/// from the wire carry no source; a source that is not the connection (a bug, say) does not
+/// count either, so an unknown cause never opens the fallback path.
+fn transport_failure(status: &Status) -> bool {
+    caused_by::<tonic::transport::Error>(status)
+        || caused_by::<hyper::Error>(status)
+        || caused_by::<h2::Error>(status)
+        || caused_by::<std::io::Error>(status)
+}
+
+fn caused_by<E: Error + 'static>(status: &Status) -> bool {
+    let mut cause = status.source();
+    while let Some(error) = cause {
+        if error.is::<E>() {
+            return true;
+        }
+        cause = error.source();
+    }
+    false
 }
 
 /// Metric label for a finished call: the gRPC code in snake_case, or `transport`.
@@ -149,7 +189,7 @@ pub fn code_label(result: &Result<proto::ValidateResponse, Status>) -> &'static 
         Err(status) => status,
     };
     if !matches!(status.code(), Code::Unavailable | Code::DeadlineExceeded)
-        && status.source().is_some()
+        && transport_failure(status)
     {
         return "transport";
     }
@@ -214,6 +254,242 @@ mod tests {
         let transport = Status::from_error(Box::new(std::io::Error::other("reset")));
         let v = Validation::from_response(Err(transport));
         assert!(!v.reached_identity(), "{v:?}");
+    }
+
+    fn from_error(error: impl Error + Send + Sync + 'static) -> Status {
+        Status::from_error(Box::new(error))
+    }
+
+    fn classify(status: Status) -> Validation {
+        Validation::from_response(Err(status))
+    }
+
+    /// An error that wraps another, as tonic's transport error wraps hyper's.
+    #[derive(Debug)]
+    struct Wrapping(std::io::Error);
+
+    impl std::fmt::Display for Wrapping {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("transport error")
+        }
+    }
+
+    impl Error for Wrapping {
+        fn source(&self) -> Option<&(dyn Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_cancelled_call_is_unreachable_not_an_internal_error() {
+        // From the wire (identity-service stopping mid-call), and from an h2 RST_STREAM CANCEL.
+        for status in [
+            Status::cancelled("server shutting down"),
+            from_error(h2::Error::from(h2::Reason::CANCEL)),
+        ] {
+            assert_eq!(status.code(), Code::Cancelled);
+            let v = classify(status);
+            assert_eq!(v, Validation::Unreachable(Unreachable::Cancelled));
+            assert!(!v.reached_identity());
+        }
+    }
+
+    #[test]
+    fn statuses_tonic_builds_from_a_dropped_connection_are_transport_failures() {
+        // tonic's mapping of h2 errors (pinned here, as the classification relies on the
+        // source and not on these codes).
+        for (reason, code) in [
+            (h2::Reason::NO_ERROR, Code::Internal),
+            (h2::Reason::PROTOCOL_ERROR, Code::Internal),
+            (h2::Reason::INTERNAL_ERROR, Code::Internal),
+            (h2::Reason::FLOW_CONTROL_ERROR, Code::Internal),
+            (h2::Reason::ENHANCE_YOUR_CALM, Code::ResourceExhausted),
+            (h2::Reason::INADEQUATE_SECURITY, Code::PermissionDenied),
+        ] {
+            let status = from_error(h2::Error::from(reason));
+            assert_eq!(status.code(), code, "{reason:?}");
+            assert_eq!(
+                classify(status),
+                Validation::Unreachable(Unreachable::Transport),
+                "{reason:?}"
+            );
+        }
+        let refused = from_error(h2::Error::from(h2::Reason::REFUSED_STREAM));
+        assert_eq!(refused.code(), Code::Unavailable);
+        assert_eq!(
+            classify(refused),
+            Validation::Unreachable(Unreachable::Unavailable)
+        );
+        // An I/O error becomes UNKNOWN, directly or under another error.
+        for status in [
+            from_error(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "reset",
+            )),
+            from_error(Wrapping(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed",
+            ))),
+        ] {
+            assert_eq!(status.code(), Code::Unknown);
+            assert_eq!(
+                classify(status),
+                Validation::Unreachable(Unreachable::Transport)
+            );
+        }
+    }
+
+    #[test]
+    fn the_same_codes_from_the_wire_are_answers() {
+        for code in [
+            Code::Unknown,
+            Code::Internal,
+            Code::ResourceExhausted,
+            Code::DataLoss,
+        ] {
+            let v = classify(Status::new(code, "answered"));
+            assert!(matches!(v, Validation::Internal(_)), "{code:?}");
+            assert!(v.reached_identity());
+        }
+        assert_eq!(
+            classify(Status::permission_denied("answered")),
+            Validation::InvalidTicket
+        );
+    }
+
+    #[test]
+    fn a_local_failure_that_is_not_the_connection_is_not_an_outage() {
+        let status = from_error(std::fmt::Error);
+        assert_eq!(status.code(), Code::Unknown);
+        assert!(status.source().is_some());
+        let v = classify(status);
+        assert!(matches!(v, Validation::Internal(_)), "{v:?}");
+        assert!(v.reached_identity());
+    }
+
+    /// Real calls to the fake identity-service: what tonic reports when the server goes away
+    /// mid-call, and when its own `grpc-timeout` timer fires.
+    mod live {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+        use std::time::Duration;
+
+        use super::super::proto::connect_proxy_service_client::ConnectProxyServiceClient;
+        use super::super::proto::{ValidateRequest, ValidateResponse};
+        use super::*;
+        use crate::demo::identity::{Answers, IdentityServer};
+
+        const HANG_GUARD: Duration = Duration::from_secs(20);
+
+        /// Takes every call and never answers.
+        #[derive(Default)]
+        struct Stall(AtomicUsize);
+
+        #[tonic::async_trait]
+        impl Answers for Stall {
+            async fn validate(
+                &self,
+                _: tonic::Request<ValidateRequest>,
+            ) -> Result<tonic::Response<ValidateResponse>, Status> {
+                self.0.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_secs(60)).await;
+                Err(Status::unavailable("stalled"))
+            }
+        }
+
+        struct Fake {
+            server: IdentityServer,
+            stall: Arc<Stall>,
+        }
+
+        impl Fake {
+            async fn start() -> Self {
+                let stall = Arc::new(Stall::default());
+                let server = IdentityServer::start_on(
+                    std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+                    stall.clone(),
+                )
+                .await
+                .expect("stand-in starts");
+                Self { server, stall }
+            }
+            fn calls(&self) -> usize {
+                self.stall.0.load(Ordering::SeqCst)
+            }
+            fn stop(&self) {
+                self.server.stop();
+            }
+        }
+
+        async fn client(fake: &Fake) -> ConnectProxyServiceClient<tonic::transport::Channel> {
+            let channel = tonic::transport::Endpoint::from_shared(format!(
+                "http://{}",
+                fake.server.address()
+            ))
+            .expect("endpoint")
+            .connect()
+            .await
+            .expect("connect");
+            ConnectProxyServiceClient::new(channel)
+        }
+
+        fn request(timeout: Option<Duration>) -> tonic::Request<ValidateRequest> {
+            let mut request = tonic::Request::new(ValidateRequest {
+                ticket: "t".into(),
+                client_id: "c".into(),
+                transport: "websocket".into(),
+            });
+            if let Some(timeout) = timeout {
+                request.set_timeout(timeout);
+            }
+            request
+        }
+
+        #[tokio::test]
+        async fn identity_service_stopping_mid_call_is_unreachable() {
+            let fake = Fake::start().await;
+            let mut client = client(&fake).await;
+            let call = tokio::spawn(async move { client.validate(request(None)).await });
+            tokio::time::timeout(HANG_GUARD, async {
+                while fake.calls() == 0 {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            })
+            .await
+            .expect("call reached the fake");
+            fake.stop();
+            let status = tokio::time::timeout(HANG_GUARD, call)
+                .await
+                .expect("call ended")
+                .expect("task")
+                .expect_err("no answer");
+            let v = Validation::from_response(Err(status.clone()));
+            assert!(
+                matches!(
+                    v,
+                    Validation::Unreachable(Unreachable::Transport | Unreachable::Cancelled)
+                ),
+                "{status:?} -> {v:?}"
+            );
+        }
+
+        #[tokio::test]
+        async fn tonics_own_deadline_is_a_deadline_not_a_cancel() {
+            let fake = Fake::start().await;
+            let mut client = client(&fake).await;
+            let status = tokio::time::timeout(
+                HANG_GUARD,
+                client.validate(request(Some(Duration::from_millis(100)))),
+            )
+            .await
+            .expect("tonic's timer fired")
+            .expect_err("no answer");
+            assert_eq!(status.code(), Code::Cancelled);
+            assert_eq!(
+                Validation::from_response(Err(status)),
+                Validation::Unreachable(Unreachable::DeadlineExceeded)
+            );
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 pub mod outcome;
 mod payload;
+pub mod strict_json;
 
 use std::borrow::Cow;
 

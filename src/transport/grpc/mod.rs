@@ -26,6 +26,7 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use super::http::limits::InflightLimit;
 use super::secret::SecretDigests;
 use crate::config::{Auth, ConfigError, GrpcTls, ProxyAuthMode};
 use crate::metrics::Metrics;
@@ -44,16 +45,24 @@ pub struct GrpcProxy {
     secrets: Option<SecretDigests>,
     max_message_bytes: usize,
     metrics: Metrics,
+    /// `PROXY_MAX_INFLIGHT`, shared with HTTP: the same bound on work in progress.
+    inflight: InflightLimit,
 }
 
 impl GrpcProxy {
-    pub fn new(service: ProxyService, auth: &Auth, max_message_bytes: usize) -> Self {
+    pub fn new(
+        service: ProxyService,
+        auth: &Auth,
+        max_message_bytes: usize,
+        inflight: InflightLimit,
+    ) -> Self {
         let metrics = service.metrics().clone();
         Self {
             service,
             secrets: (auth.mode != ProxyAuthMode::None).then(|| SecretDigests::new(&auth.secrets)),
             max_message_bytes,
             metrics,
+            inflight,
         }
     }
 
@@ -92,6 +101,9 @@ impl GrpcProxy {
                 );
                 return wire::encode(Reply::<Resp::Result>::unauthorized(), |r| r);
             }
+            let Some(_permit) = self.inflight.try_acquire() else {
+                return wire::encode(Reply::<Resp::Result>::too_many_requests(), |r| r);
+            };
             let message = request.into_inner();
             if message.encoded_len() > self.max_message_bytes {
                 tracing::warn!("proxy call refused: message larger than PROXY_MAX_BODY_BYTES");

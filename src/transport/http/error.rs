@@ -17,6 +17,8 @@ pub enum EdgeError {
     BodyTooLarge,
     #[error("body could not be read")]
     BodyUnreadable,
+    #[error("body not complete within HTTP_BODY_READ_TIMEOUT_MS")]
+    BodyTimedOut,
     #[error("body is not a JSON object")]
     NotAnObject,
     /// Malformed JSON: only the category and position are kept, never the parser's message,
@@ -55,6 +57,11 @@ impl IntoResponse for EdgeError {
             Self::BodyTooLarge => {
                 tracing::warn!("proxy call refused: {self}");
                 (StatusCode::PAYLOAD_TOO_LARGE, Reply::bad_request())
+            }
+            Self::BodyTimedOut => {
+                tracing::warn!("proxy call refused: {self}");
+                // 408 with the edge's bad-request body, and the connection closed.
+                return super::limits::body_timeout_response();
             }
             Self::BodyUnreadable | Self::NotAnObject | Self::MalformedJson { .. } => {
                 tracing::warn!("proxy call refused: {self}");

@@ -2,13 +2,13 @@
 //! the raw bytes first and parses them only afterwards, so a handler that forgot the check
 //! would not compile, and nothing unauthenticated is ever parsed.
 
-use axum::body::Body;
 use axum::extract::{FromRequest, Request};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde::de::DeserializeOwned;
 
 use super::error::EdgeError;
+use super::limits::{read_body, BodyReadError};
 use super::AppState;
+use crate::proxy::strict_json;
 
 pub struct Verified<T>(pub T);
 
@@ -21,7 +21,17 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Verified<T> {
             .auth
             .check_headers(&parts.headers)
             .map_err(|reason| reject(state, reason))?;
-        let bytes = read_limited(body, state.edge.max_body_bytes).await?;
+        let bytes = read_body(
+            body,
+            state.edge.max_body_bytes,
+            state.edge.body_read_timeout,
+        )
+        .await
+        .map_err(|e| match e {
+            BodyReadError::TooLarge => EdgeError::BodyTooLarge,
+            BodyReadError::TimedOut => EdgeError::BodyTimedOut,
+            BodyReadError::Unreadable => EdgeError::BodyUnreadable,
+        })?;
         state
             .auth
             .verify_body(signature.as_ref(), &bytes)
@@ -31,6 +41,13 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Verified<T> {
         if bytes.trim_ascii_start().first() != Some(&b'{') {
             return Err(EdgeError::NotAnObject);
         }
+        // The same JSON for every component: no duplicated key (the last one would win here,
+        // the first one elsewhere) and no number that overflows.
+        strict_json::check(&bytes).map_err(|e| EdgeError::MalformedJson {
+            category: e.kind.as_str(),
+            line: e.line,
+            column: e.column,
+        })?;
         serde_json::from_slice(&bytes)
             .map(Verified)
             .map_err(|e| EdgeError::malformed_json(&e))
@@ -44,13 +61,4 @@ fn reject(state: &AppState, reason: super::auth::AuthFailure) -> EdgeError {
         .with_label_values(&[reason.as_str()])
         .inc();
     EdgeError::Unauthorized(reason)
-}
-
-/// Reads the whole body, stopping as soon as it passes the limit (whatever Content-Length said).
-async fn read_limited(body: Body, limit: usize) -> Result<axum::body::Bytes, EdgeError> {
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(EdgeError::BodyTooLarge),
-        Err(_) => Err(EdgeError::BodyUnreadable),
-    }
 }

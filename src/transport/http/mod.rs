@@ -8,7 +8,9 @@ mod edge;
 pub mod error;
 mod extract;
 mod handlers;
+pub mod limits;
 pub mod ops;
+pub mod serve;
 pub mod wire;
 
 use std::sync::Arc;
@@ -29,6 +31,8 @@ pub struct HttpState {
     pub edge: Edge,
     pub metrics: Metrics,
     pub readiness: Readiness,
+    /// `PROXY_MAX_INFLIGHT`, shared with the gRPC transport.
+    pub inflight: limits::InflightLimit,
 }
 
 /// Axum clones the state for every request, so it is one `Arc`: a clone is a single atomic
@@ -58,6 +62,11 @@ pub fn router(state: AppState, with_metrics: bool) -> Router {
         .route("/centrifugo/publish", post(handlers::publish))
         .route("/centrifugo/sub_refresh", post(handlers::sub_refresh))
         .route("/centrifugo/rpc", post(handlers::rpc))
+        // Inside the edge layer, so the edge's metrics and status mode apply to a 429 too.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.inflight.clone(),
+            limits::bound_inflight,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             edge::proxy_edge,
