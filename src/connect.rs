@@ -162,8 +162,10 @@ pub fn from_pool(
     config: &ConnectConfig,
     now_unix: i64,
 ) -> Decision {
-    if take == Take::NotInPool {
-        return unavailable(Outcome::FallbackPoolMiss);
+    match take {
+        Take::Taken { .. } => {}
+        Take::NotInPool | Take::Reused => return unavailable(Outcome::FallbackPoolMiss),
+        Take::LedgerUnavailable => return unavailable(Outcome::Unavailable),
     }
     // The real context is unknown: every lock on, lowest tier, no admin. Degraded connections
     // are refused everything sensitive anyway; this keeps a mistake there from opening more.

@@ -12,7 +12,8 @@
 //! - `ratelimit`: the per-user publish token bucket. `rpc`: routing rpc methods to HTTP backends.
 //! - `identity`: the identity-service gRPC client, answer classification, outage detector
 //!   and background probe.
-//! - `fallback`: the single-use static ticket pool.
+//! - `fallback`: the single-use ticket pool: ticket set, consumed ledger, live reload.
+//! - `redis_client`: the one Redis client shared by the fallback ledger and the limiter.
 //! - `meta`: the identity context carried in connection meta.
 //! - `policy`: the channel policy (subscribe/publish rules per namespace), pure evaluation.
 //! - `settings`, `telemetry`, `metrics`, `startup`, `state`, `clock`: set up once at startup.
@@ -33,6 +34,7 @@ pub mod meta;
 pub mod metrics;
 pub mod policy;
 pub mod ratelimit;
+pub mod redis_client;
 pub mod rpc;
 pub mod settings;
 pub mod startup;

@@ -127,15 +127,14 @@ fn check_config() -> ExitCode {
     );
     // The pool file is read the way startup reads it, so a missing or unreadable mount shows
     // here; it is a warning, not an error, because the service must start without it.
-    let pool = realtime_service::fallback::TicketPool::load(
-        settings.fallback_tickets_path().as_deref(),
-        settings.fallback_low_watermark,
-    );
-    println!(
-        "# fallback pool: {} ({} tickets)",
-        pool.status().as_str(),
-        pool.len()
-    );
+    match settings.fallback_tickets_path() {
+        None => println!("# fallback pool: disabled (0 tickets)"),
+        Some(path) => match realtime_service::fallback::set::load(&path) {
+            Ok(loaded) if loaded.set.is_empty() => println!("# fallback pool: empty (0 tickets)"),
+            Ok(loaded) => println!("# fallback pool: loaded ({} tickets)", loaded.set.len()),
+            Err(e) => println!("# fallback pool: {} (0 tickets)", e.status().as_str()),
+        },
+    }
     println!("# configuration OK");
     ExitCode::SUCCESS
 }

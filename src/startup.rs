@@ -13,12 +13,14 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::connect::ConnectConfig;
+use crate::fallback::ledger::{Ledger, MemoryLedger};
+use crate::fallback::metrics::FallbackMetrics;
 use crate::fallback::TicketPool;
 use crate::http::{self, auth::ProxyAuth};
 use crate::identity::{probe, Gateway, IdentityClient, OutageDetector};
 use crate::metrics::Metrics;
 use crate::policy::{ChannelPolicy, PolicyError};
-use crate::ratelimit::PublishLimiter;
+use crate::ratelimit::{Limiter, PublishLimiter};
 use crate::rpc::{Routes, RpcClient};
 use crate::settings::{ConfigError, ProxyAuthMode, Settings};
 use crate::state::{AppState, Readiness, Shared};
@@ -69,9 +71,13 @@ impl Application {
             );
         }
         let metrics = Metrics::new();
-        let pool = TicketPool::load(
-            settings.fallback_tickets_path().as_deref(),
+        // Until the integration wires the configured ledger and the service registry in.
+        let pool = TicketPool::new(
+            settings.fallback_tickets_path(),
             settings.fallback_low_watermark,
+            Ledger::Memory(MemoryLedger::default()),
+            FallbackMetrics::new(&prometheus::Registry::new()),
+            clock.clone(),
         );
         metrics.set_pool_status(pool.status().as_str());
         metrics
@@ -94,11 +100,11 @@ impl Application {
                 refresh_ttl: settings.refresh_ttl(),
             },
             policy: load_policy(settings)?,
-            limiter: PublishLimiter::new(
+            limiter: Limiter::Local(PublishLimiter::new(
                 settings.publish_rate_per_second,
                 settings.publish_burst,
                 clock.clone(),
-            ),
+            )),
             rpc: RpcClient::new(
                 Routes::parse(&settings.rpc_routes)?,
                 settings.rpc_deadline(),
@@ -181,7 +187,7 @@ impl Application {
             addr = %listener.local_addr()?,
             auth = state.auth.mode().as_str(),
             pool_status = state.pool.status().as_str(),
-            pool_size = state.pool.len(),
+            pool_size = state.pool.size(),
             "realtime-service listening"
         );
         axum::serve(listener, http::router(state, with_metrics))

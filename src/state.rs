@@ -38,7 +38,7 @@ pub struct Shared {
     pub pool: TicketPool,
     pub connect: ConnectConfig,
     pub policy: crate::policy::ChannelPolicy,
-    pub limiter: crate::ratelimit::PublishLimiter,
+    pub limiter: crate::ratelimit::Limiter,
     pub rpc: crate::rpc::RpcClient,
     pub metrics: Metrics,
     pub clock: Clock,
@@ -59,7 +59,7 @@ impl Shared {
             .set(outage.age.map_or(0.0, |age| age.as_secs_f64()));
         self.metrics
             .pool_size
-            .set(i64::try_from(self.pool.len()).unwrap_or(i64::MAX));
+            .set(i64::try_from(self.pool.size()).unwrap_or(i64::MAX));
     }
 }
 

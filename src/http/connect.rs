@@ -52,7 +52,7 @@ async fn decide(state: &AppState, request: &ProxyRequest) -> Decision {
         Next::Done(decision) => decision,
         Next::ConsultPool => {
             let digest = TicketDigest::of(ticket.as_bytes());
-            let take = state.pool.take(&digest);
+            let take = state.pool.take(&digest).await;
             connect::from_pool(take, &digest, &state.connect, state.clock.unix_seconds())
         }
     }

@@ -49,7 +49,7 @@ pub async fn health(State(state): State<AppState>) -> Response {
             consecutive_failure_count: outage.consecutive_failures,
         },
         fallback_pool: FallbackPool {
-            size: state.pool.len(),
+            size: state.pool.size(),
             status: state.pool.status().as_str(),
         },
         proxy_auth: state.auth.mode().as_str(),

@@ -40,7 +40,7 @@ pub async fn handle(
         ),
         "subscribe" => authorize::subscribe(context, &state.policy, channel, now),
         "sub_refresh" => authorize::sub_refresh(context, &state.policy, channel, now),
-        "publish" => publish(&state, context, &request, channel),
+        "publish" => publish(&state, context, &request, channel).await,
         "rpc" => rpc(&state, context, &request).await,
         // The router only mounts the five routes above.
         _ => Decision {
@@ -57,7 +57,7 @@ pub async fn handle(
     json_response(StatusCode::OK, &decision.reply)
 }
 
-fn publish(
+async fn publish(
     state: &AppState,
     context: Result<&crate::meta::ConnectionMeta, authorize::ContextProblem>,
     request: &ProxyRequest,
@@ -70,7 +70,7 @@ fn publish(
     }
     // Only a publish the policy allowed reaches the limiter (and so consumes a token).
     let user = context.map(|m| m.user.as_str()).unwrap_or_default();
-    if state.limiter.try_acquire(user) {
+    if state.limiter.try_acquire(user).await {
         authorize::publish_allowed()
     } else {
         authorize::rate_limited()

@@ -83,10 +83,17 @@ async fn pool_status_missing() {
 }
 
 #[tokio::test]
-async fn pool_status_unreadable_for_a_directory() {
+async fn pool_status_unreadable_for_a_path_through_a_file() {
+    // A directory is a valid pool (every file in it); a path below a regular file is not
+    // readable for anyone (ENOTDIR), root included.
     let dir = TempDir::new();
+    let file = dir.0.join("file");
+    std::fs::write(&file, "t\n").expect("write");
     let app = spawn_app_with(|c| {
-        c.set("FALLBACK_TICKETS_PATH", dir.0.display().to_string());
+        c.set(
+            "FALLBACK_TICKETS_PATH",
+            file.join("below").display().to_string(),
+        );
     })
     .await;
     assert_pool_status(&app, "unreadable", 0).await;
