@@ -25,6 +25,14 @@ fn memory_pool(path: &Path, low_watermark: usize) -> TicketPool {
     )
 }
 
+/// A ticket file in a fresh temporary directory (kept alive by the returned guard).
+fn tickets_file(content: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("tickets");
+    std::fs::write(&file, content).expect("write");
+    (dir, file)
+}
+
 fn d(ticket: &str) -> TicketDigest {
     TicketDigest::of(ticket.as_bytes())
 }
@@ -75,9 +83,7 @@ impl SecretVolume {
 
 #[tokio::test]
 async fn take_is_not_in_pool_then_taken_then_reused() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("tickets");
-    std::fs::write(&file, "t1\nt2\nt3\n").expect("write");
+    let (_dir, file) = tickets_file("t1\nt2\nt3\n");
     let pool = memory_pool(&file, 0);
     assert_eq!(pool.size(), 3);
     assert_eq!(pool.take(&d("nope")).await, Take::NotInPool);
@@ -156,9 +162,7 @@ async fn a_kubelet_swap_rotates_the_set_and_consumed_tickets_stay_consumed() {
 
 #[tokio::test]
 async fn an_emptied_secret_revokes_everything() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let file = dir.path().join("tickets");
-    std::fs::write(&file, "t1\nt2\n").expect("write");
+    let (_dir, file) = tickets_file("t1\nt2\n");
     let pool = memory_pool(&file, 0);
     std::fs::write(&file, "\n").expect("empty it");
     assert_eq!(pool.reload().await, ReloadResult::Changed);
@@ -233,9 +237,7 @@ async fn the_reload_task_picks_up_a_swap_on_trigger_and_stops() {
 
 #[tokio::test]
 async fn the_file_ledger_keeps_tickets_consumed_across_a_restart() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let tickets = dir.path().join("tickets");
-    std::fs::write(&tickets, "t1\nt2\n").expect("write");
+    let (dir, tickets) = tickets_file("t1\nt2\n");
     let ledger_path = dir.path().join("ledger");
     let start = || {
         let m = metrics();
@@ -264,9 +266,7 @@ fn redis_pool(url: &str, prefix: &str, tickets: &Path, on: OnUnavailable) -> Tic
 
 #[tokio::test]
 async fn redis_size_follows_every_replica_after_a_reload_tick() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let tickets = dir.path().join("tickets");
-    std::fs::write(&tickets, "t1\nt2\nt3\n").expect("write");
+    let (_dir, tickets) = tickets_file("t1\nt2\nt3\n");
     let prefix = testing::unique_prefix("pool-size");
     let a = redis_pool(testing::SHARED_URL, &prefix, &tickets, OnUnavailable::Deny);
     let b = redis_pool(testing::SHARED_URL, &prefix, &tickets, OnUnavailable::Deny);
@@ -281,9 +281,7 @@ async fn redis_size_follows_every_replica_after_a_reload_tick() {
 
 #[tokio::test]
 async fn redis_down_with_deny_answers_ledger_unavailable() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let tickets = dir.path().join("tickets");
-    std::fs::write(&tickets, "t1\n").expect("write");
+    let (_dir, tickets) = tickets_file("t1\n");
     let mut own = OwnRedis::start();
     let pool = redis_pool(
         &own.url(),
@@ -304,9 +302,7 @@ async fn redis_down_with_deny_answers_ledger_unavailable() {
 
 #[tokio::test]
 async fn redis_down_with_local_accepts_once_per_process_and_backfills() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let tickets = dir.path().join("tickets");
-    std::fs::write(&tickets, "t1\n").expect("write");
+    let (_dir, tickets) = tickets_file("t1\n");
     let mut own = OwnRedis::start();
     let prefix = testing::unique_prefix("local");
     let a = redis_pool(&own.url(), &prefix, &tickets, OnUnavailable::Local);

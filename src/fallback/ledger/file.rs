@@ -5,17 +5,15 @@
 //! (it only holds what was consumed, at 65 bytes a ticket). A torn last line (a crash mid-
 //! write) is cut off with a WARN, so the next append starts on a clean line.
 
-use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::{Claim, LedgerError};
+use super::{Claim, ConsumedSet, LedgerError};
 use crate::fallback::config::LedgerKind;
 use crate::fallback::metrics::{FallbackMetrics, LedgerOp};
-use crate::fallback::set::TicketSet;
 use crate::fallback::TicketDigest;
 
 /// 64 hex digits and a newline.
@@ -28,16 +26,18 @@ pub struct FileLedger {
 
 struct Inner {
     path: PathBuf,
+    /// What the file holds. Only inserted into under `file`'s lock, after the fsync; read
+    /// without it, so a reused ticket is refused without waiting behind a write.
+    consumed: ConsumedSet,
     // std Mutex, held across the blocking write and fsync on purpose: the check, the write
     // and the insert are the one step that makes a claim single use. Claims run on the
     // blocking pool, never on a runtime worker.
-    state: Mutex<State>,
+    file: Mutex<Appender>,
     healthy: AtomicBool,
     metrics: FallbackMetrics,
 }
 
-struct State {
-    consumed: HashSet<[u8; 32]>,
+struct Appender {
     file: File,
     /// Bytes of whole lines: where a failed write is cut back to.
     len: u64,
@@ -47,30 +47,25 @@ impl FileLedger {
     /// Opens (creating if needed) and reads the ledger. Fails when the file cannot be opened
     /// or read: a ledger that cannot record must not start as if it could.
     pub fn open(path: &Path, metrics: FallbackMetrics) -> Result<Self, LedgerError> {
-        let state = read(path).inspect_err(|e| {
+        let consumed = ConsumedSet::default();
+        let appender = read(path, &consumed).inspect_err(|e| {
             metrics.ledger_error(LedgerKind::File, LedgerOp::Load);
             tracing::error!(path = %path.display(), error = %e, "cannot open the fallback ledger file");
         })?;
-        tracing::info!(path = %path.display(), consumed = state.consumed.len(), "fallback ledger file loaded");
+        tracing::info!(path = %path.display(), consumed = consumed.len(), "fallback ledger file loaded");
         Ok(Self {
             inner: Arc::new(Inner {
                 path: path.to_path_buf(),
-                state: Mutex::new(state),
+                consumed,
+                file: Mutex::new(appender),
                 healthy: AtomicBool::new(true),
                 metrics,
             }),
         })
     }
 
-    pub fn contains(&self, digest: &TicketDigest) -> bool {
-        self.inner.lock().consumed.contains(digest.as_bytes())
-    }
-
-    pub fn count_in(&self, set: &TicketSet) -> usize {
-        let state = self.inner.lock();
-        set.iter()
-            .filter(|d| state.consumed.contains(d.as_bytes()))
-            .count()
+    pub fn consumed(&self) -> &ConsumedSet {
+        &self.inner.consumed
     }
 
     /// Whether the last write succeeded.
@@ -88,15 +83,15 @@ impl FileLedger {
 }
 
 impl Inner {
-    fn lock(&self) -> MutexGuard<'_, State> {
+    fn lock(&self) -> MutexGuard<'_, Appender> {
         // A panic mid-claim leaves `len` and the set consistent with the file (the insert
         // follows the fsync), so the state is usable after poisoning.
-        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+        self.file.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn claim(&self, digest: &TicketDigest) -> Result<Claim, LedgerError> {
         let mut state = self.lock();
-        if state.consumed.contains(digest.as_bytes()) {
+        if self.consumed.contains(digest) {
             return Ok(Claim::AlreadyClaimed);
         }
         let mut line = hex::encode(digest.as_bytes()).into_bytes();
@@ -108,7 +103,7 @@ impl Inner {
         match written {
             Ok(()) => {
                 state.len += LINE_BYTES as u64;
-                state.consumed.insert(*digest.as_bytes());
+                self.consumed.insert(digest);
                 if !self.healthy.swap(true, Ordering::Relaxed) {
                     tracing::info!(path = %self.path.display(), "fallback ledger file writable again");
                     self.metrics.ledger_reachable.set(1);
@@ -135,7 +130,7 @@ impl Inner {
 }
 
 /// Reads every whole line and truncates a torn tail.
-fn read(path: &Path) -> Result<State, LedgerError> {
+fn read(path: &Path, consumed: &ConsumedSet) -> Result<Appender, LedgerError> {
     let mut file = OpenOptions::new()
         .read(true)
         .append(true)
@@ -150,7 +145,6 @@ fn read(path: &Path) -> Result<State, LedgerError> {
     {
         return Err(LedgerError::Open(io::ErrorKind::InvalidInput));
     }
-    let mut consumed = HashSet::new();
     let mut reader = BufReader::new(&mut file);
     let mut line = Vec::with_capacity(LINE_BYTES);
     let (mut good_len, mut malformed) = (0u64, 0usize);
@@ -181,7 +175,7 @@ fn read(path: &Path) -> Result<State, LedgerError> {
         good_len += read as u64;
         match TicketDigest::from_hex(line.trim_ascii()) {
             Some(digest) => {
-                consumed.insert(*digest.as_bytes());
+                consumed.insert(&digest);
             }
             None if line.trim_ascii().is_empty() => {}
             None => malformed += 1,
@@ -208,8 +202,7 @@ fn read(path: &Path) -> Result<State, LedgerError> {
                 .map_err(|e| LedgerError::Open(e.kind()))?;
         }
     }
-    Ok(State {
-        consumed,
+    Ok(Appender {
         file,
         len: good_len,
     })
@@ -233,7 +226,7 @@ mod tests {
             assert_eq!(ledger.claim(&a).await.expect("claim"), Claim::Won);
         }
         let ledger = FileLedger::open(&path, metrics()).expect("reopen");
-        assert!(ledger.contains(&a));
+        assert!(ledger.consumed().contains(&a));
         assert_eq!(
             ledger.claim(&a).await.expect("claim"),
             Claim::AlreadyClaimed
@@ -259,12 +252,12 @@ mod tests {
         let torn = &hex::encode(b.as_bytes())[..20];
         std::fs::write(&path, format!("{whole}{torn}")).expect("write");
         let ledger = FileLedger::open(&path, metrics()).expect("open");
-        assert!(ledger.contains(&a));
-        assert!(!ledger.contains(&b));
+        assert!(ledger.consumed().contains(&a));
+        assert!(!ledger.consumed().contains(&b));
         assert_eq!(ledger.claim(&b).await.expect("claim"), Claim::Won);
         drop(ledger);
         let reopened = FileLedger::open(&path, metrics()).expect("reopen");
-        assert!(reopened.contains(&a) && reopened.contains(&b));
+        assert!(reopened.consumed().contains(&a) && reopened.consumed().contains(&b));
     }
 
     #[tokio::test]
@@ -277,7 +270,7 @@ mod tests {
         ledger.inner.lock().file = File::open(&path).expect("read-only handle");
         let d = TicketDigest::of(b"a");
         assert!(matches!(ledger.claim(&d).await, Err(LedgerError::Write(_))));
-        assert!(!ledger.contains(&d));
+        assert!(!ledger.consumed().contains(&d));
         assert!(!ledger.healthy());
         assert_eq!(
             m.ledger_errors.with_label_values(&["file", "claim"]).get(),

@@ -87,13 +87,18 @@ impl Ledger {
         }
     }
 
+    /// What this process knows consumed, without asking anyone.
+    fn known(&self) -> &ConsumedSet {
+        match self {
+            Self::Memory(l) => l.consumed(),
+            Self::File(l) => l.consumed(),
+            Self::Redis(l) => l.known(),
+        }
+    }
+
     /// Known consumed without asking anyone: the fast path for a reused ticket.
     pub fn known_consumed(&self, digest: &TicketDigest) -> bool {
-        match self {
-            Self::Memory(l) => l.consumed().contains(digest),
-            Self::File(l) => l.contains(digest),
-            Self::Redis(l) => l.known().contains(digest),
-        }
+        self.known().contains(digest)
     }
 
     /// Claims `digest`, one atomic step.
@@ -107,11 +112,7 @@ impl Ledger {
 
     /// How many tickets of `set` are consumed, as far as this process knows.
     pub fn count_known(&self, set: &TicketSet) -> usize {
-        match self {
-            Self::Memory(l) => l.consumed().count_in(set),
-            Self::File(l) => l.count_in(set),
-            Self::Redis(l) => l.known().count_in(set),
-        }
+        self.known().count_in(set)
     }
 
     /// How many tickets of `set` are consumed by anyone: for `redis` this asks Redis about
@@ -120,6 +121,18 @@ impl Ledger {
         match self {
             Self::Redis(l) => l.count_consumed(set).await,
             _ => Ok(self.count_known(set)),
+        }
+    }
+
+    /// Starts the background work the ledger needs (the `redis` ledger's backfill of local
+    /// claims), stopping on `stop`. `None` for ledgers without any.
+    pub fn spawn_background(
+        &self,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        match self {
+            Self::Redis(l) => Some(l.spawn_backfill(stop)),
+            _ => None,
         }
     }
 
@@ -147,13 +160,12 @@ mod tests {
     use std::sync::Arc;
     use std::time::Duration;
 
-    /// 64 concurrent claims of one ticket: exactly one wins.
-    async fn exactly_one_of_64_wins(ledger: Ledger) {
-        let digest = TicketDigest::of(b"contended");
+    /// 64 concurrent claims of `digest`, spread over `replicas`: how many won.
+    async fn wins_of_64(replicas: &[Ledger], digest: TicketDigest) -> usize {
         let barrier = Arc::new(tokio::sync::Barrier::new(64));
         let tasks: Vec<_> = (0..64)
-            .map(|_| {
-                let (ledger, barrier) = (ledger.clone(), barrier.clone());
+            .map(|n| {
+                let (ledger, barrier) = (replicas[n % replicas.len()].clone(), barrier.clone());
                 tokio::spawn(async move {
                     barrier.wait().await;
                     ledger.claim(&digest).await.expect("claim")
@@ -162,11 +174,15 @@ mod tests {
             .collect();
         let mut wins = 0;
         for task in tasks {
-            if task.await.expect("task") == Claim::Won {
-                wins += 1;
-            }
+            wins += usize::from(task.await.expect("task") == Claim::Won);
         }
-        assert_eq!(wins, 1);
+        wins
+    }
+
+    /// Exactly one of 64 concurrent claims wins, and later claims are refused.
+    async fn exactly_one_of_64_wins(ledger: Ledger) {
+        let digest = TicketDigest::of(b"contended");
+        assert_eq!(wins_of_64(std::slice::from_ref(&ledger), digest).await, 1);
         assert!(ledger.known_consumed(&digest));
         assert_eq!(
             ledger.claim(&digest).await.expect("claim"),
@@ -176,6 +192,15 @@ mod tests {
 
     fn metrics() -> FallbackMetrics {
         FallbackMetrics::new(&prometheus::Registry::new())
+    }
+
+    fn redis_replica(prefix: &str) -> Ledger {
+        Ledger::Redis(RedisLedger::new(
+            testing::client(testing::SHARED_URL, prefix),
+            Duration::from_secs(86_400),
+            OnUnavailable::Deny,
+            metrics(),
+        ))
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -194,39 +219,11 @@ mod tests {
     async fn redis_single_use_under_concurrency_across_replicas() {
         let prefix = testing::unique_prefix("single-use");
         // Three replicas: three clients, three ledgers, one Redis.
-        let replicas: Vec<Ledger> = (0..3)
-            .map(|_| {
-                Ledger::Redis(RedisLedger::new(
-                    testing::client(testing::SHARED_URL, &prefix),
-                    Duration::from_secs(86_400),
-                    OnUnavailable::Deny,
-                    metrics(),
-                ))
-            })
-            .collect();
+        let replicas: Vec<Ledger> = (0..3).map(|_| redis_replica(&prefix)).collect();
         let digest = TicketDigest::of(b"contended-cluster");
-        let barrier = Arc::new(tokio::sync::Barrier::new(64));
-        let tasks: Vec<_> = (0..64)
-            .map(|n| {
-                let (ledger, barrier) = (replicas[n % 3].clone(), barrier.clone());
-                tokio::spawn(async move {
-                    barrier.wait().await;
-                    ledger.claim(&digest).await.expect("claim")
-                })
-            })
-            .collect();
-        let mut wins = 0;
-        for task in tasks {
-            wins += usize::from(task.await.expect("task") == Claim::Won);
-        }
-        assert_eq!(wins, 1);
+        assert_eq!(wins_of_64(&replicas, digest).await, 1);
         // A restarted replica (a fresh ledger) still sees it consumed.
-        let restarted = Ledger::Redis(RedisLedger::new(
-            testing::client(testing::SHARED_URL, &prefix),
-            Duration::from_secs(86_400),
-            OnUnavailable::Deny,
-            metrics(),
-        ));
+        let restarted = redis_replica(&prefix);
         assert_eq!(
             restarted.claim(&digest).await.expect("claim"),
             Claim::AlreadyClaimed
