@@ -254,7 +254,16 @@ async fn the_file_ledger_keeps_tickets_consumed_across_a_restart() {
 }
 
 fn redis_pool(url: &str, prefix: &str, tickets: &Path, on: OnUnavailable) -> TicketPool {
-    let m = metrics();
+    redis_pool_with(url, prefix, tickets, on, metrics())
+}
+
+fn redis_pool_with(
+    url: &str,
+    prefix: &str,
+    tickets: &Path,
+    on: OnUnavailable,
+    m: FallbackMetrics,
+) -> TicketPool {
     let ledger = Ledger::Redis(RedisLedger::new(
         testing::client(url, prefix),
         Duration::from_secs(86_400),
@@ -305,8 +314,21 @@ async fn redis_down_with_local_accepts_once_per_process_and_backfills() {
     let (_dir, tickets) = tickets_file("t1\n");
     let mut own = OwnRedis::start();
     let prefix = testing::unique_prefix("local");
-    let a = redis_pool(&own.url(), &prefix, &tickets, OnUnavailable::Local);
-    let b = redis_pool(&own.url(), &prefix, &tickets, OnUnavailable::Local);
+    let (ma, mb) = (metrics(), metrics());
+    let a = redis_pool_with(
+        &own.url(),
+        &prefix,
+        &tickets,
+        OnUnavailable::Local,
+        ma.clone(),
+    );
+    let b = redis_pool_with(
+        &own.url(),
+        &prefix,
+        &tickets,
+        OnUnavailable::Local,
+        mb.clone(),
+    );
     own.stop();
     for replica in [&a, &b] {
         assert_eq!(replica.take(&d("t1")).await, Take::Taken { remaining: 0 });
@@ -331,6 +353,12 @@ async fn redis_down_with_local_accepts_once_per_process_and_backfills() {
     for t in tasks {
         t.await.expect("stops");
     }
+    // Both replicas accepted it during the partition: whichever wrote second counts it.
+    assert_eq!(ma.ledger_conflicts.get() + mb.ledger_conflicts.get(), 1);
+    assert_eq!(
+        ma.ledger_local_claims.get() + mb.ledger_local_claims.get(),
+        2
+    );
     let c = redis_pool(&own.url(), &prefix, &tickets, OnUnavailable::Local);
     assert_eq!(c.take(&d("t1")).await, Take::Reused, "in Redis now");
 }

@@ -203,6 +203,30 @@ mod tests {
         ))
     }
 
+    #[test]
+    fn build_needs_a_client_for_redis_and_a_path_for_file() {
+        let m = metrics();
+        let redis = LedgerConfig {
+            kind: LedgerKind::Redis,
+            ..LedgerConfig::default()
+        };
+        assert!(matches!(
+            Ledger::build(&redis, None, &m),
+            Err(LedgerError::NoRedis)
+        ));
+        let file = LedgerConfig {
+            kind: LedgerKind::File,
+            ..LedgerConfig::default()
+        };
+        assert!(matches!(
+            Ledger::build(&file, None, &m),
+            Err(LedgerError::Open(_))
+        ));
+        let memory = Ledger::build(&LedgerConfig::default(), None, &m).expect("memory");
+        assert_eq!(memory.kind(), LedgerKind::Memory);
+        assert!(memory.reachable());
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn memory_single_use_under_concurrency() {
         exactly_one_of_64_wins(Ledger::Memory(MemoryLedger::default())).await;
