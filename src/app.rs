@@ -13,17 +13,25 @@ use tokio::sync::watch;
 
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError, ConfigErrors, ProxyAuthMode, Settings};
+use crate::fallback::ledger::Ledger;
+use crate::fallback::metrics::FallbackMetrics;
+use crate::fallback::reload::{self, ReloadHandle, ReloadResult, ReloadTarget};
 use crate::fallback::TicketPool;
 use crate::identity::{probe, Gateway, IdentityClient, OutageDetector};
 use crate::metrics::Metrics;
+use crate::policy::live::LivePolicy;
 use crate::policy::{ChannelPolicy, PolicyError};
 use crate::ratelimit::PublishLimiter;
+use crate::ratelimit::{Limiter, LimiterMetrics, SharedLimiter};
+use crate::redis_client::RedisClient;
 use crate::rpc::RpcClient;
 use crate::service::{self, ProxyService};
 use crate::transport::grpc::{self, GrpcProxy, GrpcServer};
 use crate::transport::http::limits::{self, InflightLimit};
 use crate::transport::http::serve::{serve, ServeLimits, ServeMetrics};
 use crate::transport::http::{self, auth::ProxyAuth, AppState, HttpState, Readiness};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 
 /// How to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -57,6 +65,36 @@ pub struct Application {
     serve_metrics: ServeMetrics,
     drain_delay: Duration,
     _probe: probe::ProbeGuard,
+    background: Background,
+}
+
+/// The background tasks (ledger backfill, reloads, SIGHUP) and the one token that stops them;
+/// dropping it stops them too, so an application that never ran leaves nothing behind.
+struct Background {
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    reload: ReloadHandle,
+}
+
+impl Background {
+    /// Stops every task and waits for them, briefly: none of them holds anything that
+    /// must be finished.
+    async fn shut_down(mut self) {
+        self.stop.cancel();
+        let tasks = std::mem::take(&mut self.tasks);
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            for task in tasks {
+                let _ = task.await;
+            }
+        })
+        .await;
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
 }
 
 impl Application {
@@ -88,11 +126,83 @@ impl Application {
         let metrics = Metrics::new();
         let inflight = InflightLimit::new(config.edge.max_inflight, metrics.registry());
         let serve_metrics = ServeMetrics::new(metrics.registry());
-        let pool = TicketPool::load(
-            config.fallback.tickets_path.as_deref(),
+        // Background work (ledger backfill, reloads, SIGHUP) stops through this one token.
+        let stop = CancellationToken::new();
+        let redis =
+            match &config.redis {
+                Some(redis) => Some(RedisClient::connect_lazy(redis).map_err(|e| {
+                    ConfigErrors::from(ConfigError::new("REDIS_URL", e.to_string()))
+                })?),
+                None => None,
+            };
+        let fallback_metrics = FallbackMetrics::new(metrics.registry());
+        let ledger = Ledger::build(
+            &config.fallback.store.ledger,
+            redis.clone(),
+            &fallback_metrics,
+        )
+        .map_err(|e| {
+            ConfigErrors::from(ConfigError::new(
+                "FALLBACK_LEDGER_PATH",
+                format!("the ledger cannot be opened: {e}"),
+            ))
+        })?;
+        let pool = TicketPool::new(
+            config.fallback.tickets_path.clone(),
             config.fallback.low_watermark,
+            ledger,
+            fallback_metrics.clone(),
+            clock.clone(),
         );
         metrics.set_pool_status(pool.status());
+        let mut tasks: Vec<_> = pool
+            .ledger()
+            .spawn_background(stop.clone())
+            .into_iter()
+            .collect();
+        let policy = Arc::new(LivePolicy::new(
+            config.policy_path.clone(),
+            load_policy(config.policy_path.as_deref())?,
+            clock.unix_seconds(),
+        ));
+        let (reload, reloader) = reload::spawn(
+            config.fallback.store.reload_interval,
+            vec![
+                Arc::new(pool.clone()),
+                reload::hook(ReloadTarget::ChannelPolicy, {
+                    let (policy, clock) = (policy.clone(), clock.clone());
+                    move || match policy.reload(clock.unix_seconds()) {
+                        Ok(true) => ReloadResult::Changed,
+                        Ok(false) => ReloadResult::Unchanged,
+                        Err(_) => ReloadResult::Error,
+                    }
+                }),
+            ],
+            fallback_metrics,
+            stop.clone(),
+        );
+        tasks.push(reloader);
+        match reload::spawn_sighup(reload.clone(), stop.clone()) {
+            Ok(task) => tasks.push(task),
+            Err(e) => {
+                tracing::warn!(error = %e, "no SIGHUP handler: reloads run on the interval only")
+            }
+        }
+        let local_limiter = PublishLimiter::new(
+            config.publish.rate_per_second,
+            config.publish.burst,
+            clock.clone(),
+        );
+        let limiter = match redis {
+            Some(client) => Limiter::Shared(SharedLimiter::new(
+                client,
+                config.publish.rate_per_second,
+                config.publish.burst,
+                local_limiter,
+                LimiterMetrics::new(metrics.registry()),
+            )),
+            None => Limiter::Local(local_limiter),
+        };
         metrics
             .pool_low_watermark
             .set(i64::try_from(config.fallback.low_watermark).unwrap_or(i64::MAX));
@@ -117,12 +227,8 @@ impl Application {
             identity,
             pool,
             connect: config.connect.clone(),
-            policy: load_policy(config.policy_path.as_deref())?,
-            limiter: PublishLimiter::new(
-                config.publish.rate_per_second,
-                config.publish.burst,
-                clock.clone(),
-            ),
+            policy,
+            limiter,
             rpc,
             clock,
             metrics: metrics.clone(),
@@ -178,6 +284,11 @@ impl Application {
             serve_metrics,
             drain_delay: config.drain_delay,
             _probe: probe,
+            background: Background {
+                stop,
+                tasks,
+                reload,
+            },
         })
     }
 
@@ -204,6 +315,12 @@ impl Application {
         &self.state
     }
 
+    /// Reloads the fallback tickets and the channel policy now, as SIGHUP does, and waits
+    /// for the round to finish.
+    pub fn reload_handle(&self) -> ReloadHandle {
+        self.background.reload.clone()
+    }
+
     /// Serves until `shutdown` resolves, then drains and returns.
     pub async fn run_until(
         self,
@@ -218,6 +335,7 @@ impl Application {
             serve_metrics,
             drain_delay,
             _probe,
+            background,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let readiness = state.readiness.clone();
@@ -264,7 +382,7 @@ impl Application {
             addr = %listener.local_addr()?,
             auth = state.auth.mode().as_str(),
             pool_status = state.service.pool().status().as_str(),
-            pool_size = state.service.pool().len(),
+            pool_size = state.service.pool().size(),
             "realtime-service listening"
         );
         let mut cut = serve(
@@ -281,6 +399,7 @@ impl Application {
         if let Some(server) = grpc_server {
             server.await.map_err(std::io::Error::other)??;
         }
+        background.shut_down().await;
         if cut > 0 {
             tracing::warn!(
                 cut,
@@ -346,13 +465,34 @@ fn open_file_limit(connections: usize, max_inflight: usize) {
     }
 }
 
-/// The pool as startup would load it, for `check-config`: `status (N tickets)`.
-pub fn pool_status(config: &Config) -> String {
-    let pool = TicketPool::load(
-        config.fallback.tickets_path.as_deref(),
-        config.fallback.low_watermark,
-    );
-    format!("{} ({} tickets)", pool.status().as_str(), pool.len())
+/// What `check-config` says about the stores, as startup would find them: the pool's
+/// tickets, the ledger, and whether Redis answers (a fact, never a failure: the service
+/// starts and serves while Redis is down).
+pub async fn describe_stores(config: &Config) -> Vec<String> {
+    let mut lines = Vec::new();
+    lines.push(match &config.fallback.tickets_path {
+        None => "fallback pool: disabled (0 tickets)".to_owned(),
+        Some(path) => match crate::fallback::set::load(path) {
+            Ok(loaded) if loaded.set.is_empty() => "fallback pool: empty (0 tickets)".to_owned(),
+            Ok(loaded) => format!("fallback pool: loaded ({} tickets)", loaded.set.len()),
+            Err(e) => format!("fallback pool: {} (0 tickets)", e.status().as_str()),
+        },
+    });
+    lines.push(format!(
+        "fallback ledger: {}",
+        config.fallback.store.ledger.kind.as_str()
+    ));
+    if let Some(redis) = &config.redis {
+        let answer = match RedisClient::connect_lazy(redis) {
+            Ok(client) => match client.ping().await {
+                Ok(()) => "answered PING".to_owned(),
+                Err(e) => format!("did not answer ({e})"),
+            },
+            Err(e) => format!("cannot be used ({e})"),
+        };
+        lines.push(format!("redis: {} {answer}", redis.redacted_url()));
+    }
+    lines
 }
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {

@@ -155,8 +155,9 @@ fn check_config() -> ExitCode {
     );
     // The pool file is read the way startup reads it, so a missing or unreadable mount shows
     // here; it is a warning, not an error, because the service must start without it.
-    let pool = realtime_service::app::pool_status(&config);
-    println!("# fallback pool: {pool}");
+    for line in runtime().block_on(realtime_service::app::describe_stores(&config)) {
+        println!("# {line}");
+    }
     println!("# configuration OK");
     ExitCode::SUCCESS
 }

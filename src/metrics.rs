@@ -231,7 +231,7 @@ impl Metrics {
         for s in PoolStatus::ALL {
             self.pool_status
                 .with_label_values(&[s.as_str()])
-                .set(i64::from(*s == status));
+                .set(i64::from(s == status));
         }
     }
 

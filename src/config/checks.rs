@@ -4,13 +4,15 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::error::{ConfigError, Problems};
 use super::value::Secret;
 use super::{
     Auth, Fallback, GrpcTls, HttpServe, Identity, Listen, Negotiation, ProxyAuthMode, Settings,
     Telemetry, FALLBACK_TTL_RANGE_S,
 };
+use crate::config_error::{ConfigError, Problems};
+use crate::fallback::config::FallbackConfig;
 use crate::meta::ConnectionMeta;
+use crate::redis_client::RedisConfig;
 
 pub(super) fn positive(p: &mut Problems, var: &str, value: u64) {
     if value == 0 {
@@ -136,7 +138,22 @@ pub(super) fn info_fields(raw: &str) -> Result<Vec<String>, ConfigError> {
     Ok(fields)
 }
 
-pub(super) fn fallback(s: &Settings, p: &mut Problems) -> Fallback {
+/// The Redis connection settings through the client's own parser; `None` without `REDIS_URL`.
+pub(super) fn redis(s: &Settings) -> Result<Option<RedisConfig>, ConfigError> {
+    RedisConfig::from_lookup(&|var| match var {
+        "REDIS_URL" => s.redis_url.as_ref().map(|u| u.expose().to_owned()),
+        "REDIS_PASSWORD_FILE" => s.redis_password_file.clone(),
+        "REDIS_KEY_PREFIX" => Some(s.redis_key_prefix.clone()),
+        "REDIS_TIMEOUT_MS" => Some(s.redis_timeout_ms.clone()),
+        _ => None,
+    })
+}
+
+pub(super) fn fallback(
+    s: &Settings,
+    redis: Option<&RedisConfig>,
+    p: &mut Problems,
+) -> Option<Fallback> {
     let tickets_path = non_empty_path(Some(&s.fallback_tickets_path));
     // The pool's invariants only matter when there is a pool.
     if tickets_path.is_some() {
@@ -166,11 +183,23 @@ pub(super) fn fallback(s: &Settings, p: &mut Problems) -> Fallback {
             );
         }
     }
-    Fallback {
+    let store = p.take(FallbackConfig::from_lookup(
+        &|var| match var {
+            "FALLBACK_LEDGER" => Some(s.fallback_ledger.clone()),
+            "FALLBACK_LEDGER_PATH" => s.fallback_ledger_path.clone(),
+            "FALLBACK_LEDGER_TTL_S" => Some(s.fallback_ledger_ttl_s.clone()),
+            "FALLBACK_LEDGER_UNAVAILABLE" => Some(s.fallback_ledger_unavailable.clone()),
+            "FALLBACK_RELOAD_INTERVAL_S" => Some(s.fallback_reload_interval_s.clone()),
+            _ => None,
+        },
+        redis,
+    ))?;
+    Some(Fallback {
         tickets_path,
         window: Duration::from_millis(s.fallback_degraded_window_ms),
         low_watermark: s.fallback_low_watermark,
-    }
+        store,
+    })
 }
 
 pub(super) fn listen(s: &Settings, p: &mut Problems) -> Option<Listen> {

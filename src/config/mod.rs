@@ -7,7 +7,6 @@
 //! an operator looking at a Deployment manifest, not at this code.
 
 mod checks;
-pub mod error;
 mod settings;
 pub(crate) mod value;
 
@@ -15,14 +14,16 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use error::{ConfigError, ConfigErrors};
+pub use crate::config_error::{ConfigError, ConfigErrors};
 pub use settings::Settings;
 use value::env_enum;
 pub use value::Secret;
 
+use crate::config_error::Problems;
+use crate::fallback::config::FallbackConfig;
+use crate::redis_client::RedisConfig;
 use crate::rpc::Routes;
 use checks::*;
-use error::Problems;
 
 env_enum! {
     /// How Centrifugo's calls are authenticated (`CENTRIFUGO_PROXY_AUTH`).
@@ -86,6 +87,8 @@ pub struct Config {
     pub connect: ConnectConfig,
     pub policy_path: Option<PathBuf>,
     pub publish: Publish,
+    /// `REDIS_URL` and friends: the one Redis the ledger and the limiter share.
+    pub redis: Option<RedisConfig>,
     pub rpc: Rpc,
     pub http: HttpServe,
     pub drain_delay: Duration,
@@ -150,6 +153,8 @@ pub struct Fallback {
     pub tickets_path: Option<PathBuf>,
     pub window: Duration,
     pub low_watermark: usize,
+    /// The consumed-ticket ledger and the reload interval.
+    pub store: FallbackConfig,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -226,7 +231,8 @@ impl Config {
         );
         let identity = identity(s, &mut p);
         let info_fields = p.take(info_fields(&s.connect_info_fields));
-        let fallback = fallback(s, &mut p);
+        let redis = p.take(redis(s)).flatten();
+        let fallback = fallback(s, redis.as_ref(), &mut p);
         positive(
             &mut p,
             "CONNECTION_REFRESH_TTL_S",
@@ -256,7 +262,8 @@ impl Config {
             },
             http,
             identity: identity.unwrap_or_else(|| unreachable!("errors were reported")),
-            fallback,
+            fallback: fallback.unwrap_or_else(|| unreachable!("errors were reported")),
+            redis,
             connect: ConnectConfig {
                 info_fields: info_fields.unwrap_or_default(),
                 fallback_ttl: Duration::from_secs(s.fallback_connect_ttl_s),

@@ -7,9 +7,9 @@
 
 use std::collections::HashMap;
 
-use super::error::{ConfigErrors, Problems};
-use super::value::{EnvValue, Secret};
+use super::value::{EnvValue, RedisUrl, Secret};
 use super::{LogFormat, Negotiation, ProxyAuthMode, StatusMode};
+use crate::config_error::{ConfigErrors, Problems};
 
 macro_rules! settings_table {
     ($( $(#[doc = $doc:literal])+ $field:ident : $ty:ty = $var:literal, $default:expr; )+) => {
@@ -106,6 +106,29 @@ settings_table! {
     fallback_low_watermark: usize = "FALLBACK_LOW_WATERMARK", 1000;
     /// `FALLBACK_CONNECT_TTL_S`, default 300 s: lifetime of a pool connection before refresh.
     fallback_connect_ttl_s: u64 = "FALLBACK_CONNECT_TTL_S", 300;
+    /// `FALLBACK_RELOAD_INTERVAL_S`, default 30 s (0 = only on SIGHUP): how often the pool
+    /// and the channel policy are re-read.
+    fallback_reload_interval_s: String = "FALLBACK_RELOAD_INTERVAL_S", "30".into();
+    /// `FALLBACK_LEDGER`: `memory` (default) | `file` | `redis`: where consumed tickets are
+    /// recorded.
+    fallback_ledger: String = "FALLBACK_LEDGER", "memory".into();
+    /// `FALLBACK_LEDGER_PATH`: the append-only ledger file (required with `file`).
+    fallback_ledger_path: Option<String> = "FALLBACK_LEDGER_PATH", None;
+    /// `FALLBACK_LEDGER_TTL_S`, default 2592000 s: how long Redis keeps a consumed mark.
+    fallback_ledger_ttl_s: String = "FALLBACK_LEDGER_TTL_S", "2592000".into();
+    /// `FALLBACK_LEDGER_UNAVAILABLE`: `local` (default) | `deny`: what a take does while Redis
+    /// does not answer.
+    fallback_ledger_unavailable: String = "FALLBACK_LEDGER_UNAVAILABLE", "local".into();
+
+    /// `REDIS_URL`: `redis://` or `rediss://`; set, it holds the ledger (`FALLBACK_LEDGER=redis`)
+    /// and the publish rate limit across replicas. Printed without its password.
+    redis_url: Option<RedisUrl> = "REDIS_URL", None;
+    /// `REDIS_PASSWORD_FILE`: the password from a file instead of the URL.
+    redis_password_file: Option<String> = "REDIS_PASSWORD_FILE", None;
+    /// `REDIS_KEY_PREFIX`, default `realtime:`.
+    redis_key_prefix: String = "REDIS_KEY_PREFIX", "realtime:".into();
+    /// `REDIS_TIMEOUT_MS`, default 100 ms: the bound on every Redis call.
+    redis_timeout_ms: String = "REDIS_TIMEOUT_MS", "100".into();
 
     /// `CHANNEL_POLICY_PATH`: a TOML or JSON channel policy; unset uses the built-in default.
     channel_policy_path: Option<String> = "CHANNEL_POLICY_PATH", None;

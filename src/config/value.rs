@@ -95,6 +95,41 @@ impl EnvValue for Secret {
     }
 }
 
+/// A Redis URL: it may carry a password, so it prints with the password replaced by `***`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.render())
+    }
+}
+
+impl EnvValue for RedisUrl {
+    fn parse(raw: &str) -> Result<Self, String> {
+        Ok(Self(raw.trim().to_owned()))
+    }
+    fn render(&self) -> String {
+        // scheme://[user[:password]@]host...: keep the user, hide the password.
+        let Some((scheme, rest)) = self.0.split_once("://") else {
+            return "<redacted>".into();
+        };
+        match rest.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+                format!("{scheme}://{user}:***@{host}")
+            }
+            None => self.0.clone(),
+        }
+    }
+}
+
 /// Enum variables parse from their documented spelling; the error lists the choices.
 macro_rules! env_enum {
     ($(#[$meta:meta])* $vis:vis enum $ty:ident { $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)? }) => {
@@ -137,6 +172,15 @@ mod tests {
         assert_eq!(Option::<u16>::parse("9731").expect("port"), Some(9731));
         assert!(Option::<u16>::parse("x").is_err());
         assert_eq!(Option::<u16>::None.render(), "<unset>");
+    }
+
+    #[test]
+    fn redis_urls_render_without_their_password() {
+        let url = RedisUrl::parse("rediss://app:s3cr3t-pw@redis:6380/0").expect("url");
+        assert_eq!(url.render(), "rediss://app:***@redis:6380/0");
+        assert!(!format!("{url:?}").contains("s3cr3t"));
+        let url = RedisUrl::parse("redis://redis:6379").expect("url");
+        assert_eq!(url.render(), "redis://redis:6379");
     }
 
     #[test]

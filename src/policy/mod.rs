@@ -15,6 +15,7 @@
 //! - `rule`: one namespace's validated rule and the owner, lock and tier checks;
 //! - `load`: the file format, parsing and validation, and [`PolicyError`].
 
+pub mod live;
 mod load;
 mod rule;
 

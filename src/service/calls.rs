@@ -41,7 +41,7 @@ impl ProxyService {
         let context = self.context(kind, request);
         let decision = decide::subscription::subscribe(
             context.as_ref().map_err(|p| *p),
-            &self.0.policy,
+            &self.0.policy.current(),
             request.channel,
             self.0.clock.unix_seconds(),
         );
@@ -53,27 +53,35 @@ impl ProxyService {
         let context = self.context(kind, request);
         let decision = decide::subscription::sub_refresh(
             context.as_ref().map_err(|p| *p),
-            &self.0.policy,
+            &self.0.policy.current(),
             request.channel,
             self.0.clock.unix_seconds(),
         );
         self.finish(kind, via, request, decision)
     }
 
-    pub fn publish(&self, via: Transport, request: &CallRequest<'_>) -> Decision<PublishResult> {
+    pub async fn publish(
+        &self,
+        via: Transport,
+        request: &CallRequest<'_>,
+    ) -> Decision<PublishResult> {
         let kind = ProxyKind::Publish;
         let context = self.context(kind, request);
         let context = context.as_ref().map_err(|p| *p);
-        let decision =
-            match decide::publish::publish(context, &self.0.policy, request.channel, &request.data)
-            {
-                Some(decision) => decision,
-                // Only a publish the policy allowed reaches the limiter (and so consumes a token).
-                None => {
-                    let user = context.map(|m| m.user.as_str()).unwrap_or_default();
-                    decide::publish::after_rate_limit(self.0.limiter.try_acquire(user))
-                }
-            };
+        let decided = decide::publish::publish(
+            context,
+            &self.0.policy.current(),
+            request.channel,
+            &request.data,
+        );
+        let decision = match decided {
+            Some(decision) => decision,
+            // Only a publish the policy allowed reaches the limiter (and so consumes a token).
+            None => {
+                let user = context.map(|m| m.user.as_str()).unwrap_or_default();
+                decide::publish::after_rate_limit(self.0.limiter.try_acquire(user).await)
+            }
+        };
         self.finish(kind, via, request, decision)
     }
 

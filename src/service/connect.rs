@@ -43,7 +43,7 @@ impl ProxyService {
             Next::Done(decision) => decision,
             Next::ConsultPool => {
                 let digest = TicketDigest::of(ticket.as_bytes());
-                let take = parts.pool.take(&digest);
+                let take = parts.pool.take(&digest).await;
                 connect::from_pool(take, &digest, &parts.connect, parts.clock.unix_seconds())
             }
         }

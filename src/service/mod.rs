@@ -18,9 +18,9 @@ use crate::fallback::TicketPool;
 use crate::identity::Gateway;
 use crate::meta::ConnectionMeta;
 use crate::metrics::Metrics;
-use crate::policy::ChannelPolicy;
+use crate::policy::live::LivePolicy;
 use crate::proxy::{CallRequest, Decision, ProxyKind, Transport};
-use crate::ratelimit::PublishLimiter;
+use crate::ratelimit::Limiter;
 use crate::rpc::RpcClient;
 
 /// Everything the use cases need, built once at startup.
@@ -28,8 +28,8 @@ pub struct Parts {
     pub identity: Gateway,
     pub pool: TicketPool,
     pub connect: ConnectConfig,
-    pub policy: ChannelPolicy,
-    pub limiter: PublishLimiter,
+    pub policy: Arc<LivePolicy>,
+    pub limiter: Limiter,
     pub rpc: RpcClient,
     pub clock: Clock,
     pub metrics: Metrics,
@@ -56,6 +56,10 @@ impl ProxyService {
         &self.0.metrics
     }
 
+    pub fn policy(&self) -> &LivePolicy {
+        &self.0.policy
+    }
+
     /// Brings the time-dependent gauges up to date; called on every scrape, because an outage
     /// passes its window without any event that could update them.
     pub fn refresh_gauges(&self) {
@@ -76,7 +80,9 @@ impl ProxyService {
         parts
             .metrics
             .pool_size
-            .set(i64::try_from(parts.pool.len()).unwrap_or(i64::MAX));
+            .set(i64::try_from(parts.pool.size()).unwrap_or(i64::MAX));
+        // A reload can change the status (a Secret mounted late, a path that went away).
+        parts.metrics.set_pool_status(parts.pool.status());
     }
 
     /// The identity context of a call after connect, with the refusal logged once here.

@@ -59,10 +59,10 @@ async fn the_pool_answers_grpc_only_strictly_after_the_window() {
         connect_outcome(&app, "fallback_pool_consumed", "grpc").await,
         1.0
     );
-    // Single use: the same ticket again misses.
+    // Single use: the same ticket again is refused, counted as reused.
     assert_eq!(connect("grpc-win-pool-1").await, unavailable());
     assert_eq!(
-        connect_outcome(&app, "fallback_pool_miss", "grpc").await,
+        connect_outcome(&app, "fallback_pool_reused", "grpc").await,
         1.0
     );
     assert_eq!(pool_size(&app).await, json!(0));
@@ -110,7 +110,7 @@ async fn pool_outcomes(app: &TestApp) -> (f64, f64) {
     let mut missed = 0.0;
     for transport in ["grpc", "http"] {
         consumed += connect_outcome(app, "fallback_pool_consumed", transport).await;
-        missed += connect_outcome(app, "fallback_pool_miss", transport).await;
+        missed += connect_outcome(app, "fallback_pool_reused", transport).await;
     }
     (consumed, missed)
 }
@@ -139,7 +139,7 @@ async fn race_one_ticket(tag: &str, grpc: usize, http: usize) -> Arc<TestApp> {
 async fn one_pool_ticket_in_64_concurrent_grpc_calls_succeeds_once() {
     let app = race_one_ticket("grpc-race", 64, 0).await;
     assert_eq!(
-        connect_outcome(&app, "fallback_pool_miss", "grpc").await,
+        connect_outcome(&app, "fallback_pool_reused", "grpc").await,
         63.0
     );
 }

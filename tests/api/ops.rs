@@ -25,7 +25,11 @@ async fn health_has_exactly_the_documented_fields() {
         json!({
             "status": "ok",
             "identity_outage": {"degraded": false, "consecutive_failure_count": 0},
-            "fallback_pool": {"size": 0, "status": "disabled"},
+            "fallback_pool": {
+                "size": 0, "status": "disabled", "ledger": "memory", "ledger_reachable": true,
+                "generation": null, "last_reload": null, "reload_error": null,
+            },
+            "channel_policy": {"source": "builtin", "last_reload": null, "reload_error": null},
             "proxy_auth": "hmac",
         })
     );
@@ -48,14 +52,25 @@ async fn health_reports_a_degraded_outage_and_the_pool() {
     app.post_with_headers("connect", body.as_bytes(), &header)
         .await
         .assert(503, unavailable());
+    let loaded = app.health().await["fallback_pool"].clone();
     let expected = |status: &str, degraded: bool| {
         json!({
             "status": status,
             "identity_outage": {"degraded": degraded, "consecutive_failure_count": 1},
-            "fallback_pool": {"size": 2, "status": "loaded"},
+            "fallback_pool": {
+                "size": 2, "status": "loaded", "ledger": "memory", "ledger_reachable": true,
+                "generation": loaded["generation"], "last_reload": loaded["last_reload"],
+                "reload_error": null,
+            },
+            "channel_policy": {"source": "builtin", "last_reload": null, "reload_error": null},
             "proxy_auth": "static_header",
         })
     };
+    assert_eq!(
+        loaded["generation"].as_str().map(str::len),
+        Some(12),
+        "a short hash of the set: {loaded}"
+    );
     assert_eq!(app.health().await, expected("ok", false));
     app.pass_window();
     assert_eq!(app.health().await, expected("degraded", true));

@@ -28,8 +28,11 @@ pub fn fallback_user(ticket: &str) -> String {
     )
 }
 
+/// `/health` `fallback_pool`'s size and status (the ledger and reload fields have tests of
+/// their own, in `pool_store`).
 async fn pool_health(app: &TestApp) -> Value {
-    app.health().await["fallback_pool"].clone()
+    let pool = app.health().await["fallback_pool"].clone();
+    json!({"size": pool["size"], "status": pool["status"]})
 }
 
 async fn assert_pool_status(app: &TestApp, status: &str, size: u64) {
@@ -83,10 +86,17 @@ async fn pool_status_missing() {
 }
 
 #[tokio::test]
-async fn pool_status_unreadable_for_a_directory() {
+async fn pool_status_unreadable_for_a_path_through_a_file() {
+    // A directory is a valid pool (every file in it); a path below a regular file is not
+    // readable for anyone (ENOTDIR), root included.
     let dir = TempDir::new();
+    let file = dir.0.join("file");
+    std::fs::write(&file, "t\n").expect("write");
     let app = spawn_app_with(|c| {
-        c.set("FALLBACK_TICKETS_PATH", dir.0.display().to_string());
+        c.set(
+            "FALLBACK_TICKETS_PATH",
+            file.join("below").display().to_string(),
+        );
     })
     .await;
     assert_pool_status(&app, "unreadable", 0).await;
@@ -206,9 +216,10 @@ async fn consuming_a_ticket_shrinks_the_pool_and_counts() {
             used as f64 + 1.0
         );
     }
-    // Single use: the same ticket again misses.
+    // Single use: the same ticket again is refused, counted as reused (not a miss).
     app.connect("pool-count-1").await.assert(503, unavailable());
-    assert_eq!(outcome(&app, "fallback_pool_miss").await, 1.0);
+    assert_eq!(outcome(&app, "fallback_pool_reused").await, 1.0);
+    assert_eq!(outcome(&app, "fallback_pool_miss").await, 0.0);
     assert_eq!(outcome(&app, "fallback_pool_consumed").await, 2.0);
 }
 
@@ -285,7 +296,7 @@ async fn one_pool_ticket_used_by_64_concurrent_requests_succeeds_once() {
     }
     assert_eq!((ok, missed), (1, 63));
     assert_eq!(outcome(&app, "fallback_pool_consumed").await, 1.0);
-    assert_eq!(outcome(&app, "fallback_pool_miss").await, 63.0);
+    assert_eq!(outcome(&app, "fallback_pool_reused").await, 63.0);
     assert_eq!(pool_health(&app).await["size"], json!(1));
 }
 

@@ -188,7 +188,7 @@ impl CentrifugoProxy for GrpcProxy {
         request: Request<proto::PublishRequest>,
     ) -> Result<Response<proto::PublishResponse>, Status> {
         self.call(ProxyKind::Publish, request, async |m| {
-            let decision = self.service.publish(Grpc, &wire::publish(&m));
+            let decision = self.service.publish(Grpc, &wire::publish(&m)).await;
             wire::encode(decision.reply, wire::publish_result)
         })
         .await

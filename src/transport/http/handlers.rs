@@ -49,7 +49,7 @@ pub async fn publish(
     State(state): State<AppState>,
     Verified(request): Verified<ProxyRequest>,
 ) -> Response {
-    let decision = state.service.publish(Http, &request.call());
+    let decision = state.service.publish(Http, &request.call()).await;
     reply_response(StatusCode::OK, &decision.reply)
 }
 

@@ -15,12 +15,15 @@ use std::sync::Arc;
 
 use super::error::json_bytes;
 use super::AppState;
+use crate::fallback::PoolSnapshot;
+use crate::policy::live::PolicySnapshot;
 
 #[derive(Serialize)]
 struct Health {
     status: &'static str,
     identity_outage: IdentityOutage,
-    fallback_pool: FallbackPool,
+    fallback_pool: PoolSnapshot,
+    channel_policy: PolicySnapshot,
     proxy_auth: &'static str,
 }
 
@@ -28,12 +31,6 @@ struct Health {
 struct IdentityOutage {
     degraded: bool,
     consecutive_failure_count: u64,
-}
-
-#[derive(Serialize)]
-struct FallbackPool {
-    size: usize,
-    status: &'static str,
 }
 
 pub async fn health(State(state): State<AppState>) -> Response {
@@ -52,10 +49,8 @@ pub async fn health(State(state): State<AppState>) -> Response {
             degraded: outage.degraded,
             consecutive_failure_count: outage.consecutive_failures,
         },
-        fallback_pool: FallbackPool {
-            size: service.pool().len(),
-            status: service.pool().status().as_str(),
-        },
+        fallback_pool: service.pool().snapshot(),
+        channel_policy: service.policy().snapshot(),
         proxy_auth: state.auth.mode().as_str(),
     };
     // Serialising our own plain struct cannot fail.

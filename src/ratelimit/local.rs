@@ -1,6 +1,5 @@
-//! Per-user publish rate limit: a token bucket per user (`PUBLISH_RATE_PER_SECOND` refill,
-//! `PUBLISH_BURST` capacity). Only publishes the policy allowed consume a token, so a client
-//! hammering a forbidden channel cannot starve its own legitimate publishes.
+//! The per-replica publish limiter: a token bucket per user (`PUBLISH_RATE_PER_SECOND`
+//! refill, `PUBLISH_BURST` capacity), in process memory.
 //!
 //! Buckets of users who went quiet are dropped once they would be full again, so memory follows
 //! the number of recently active publishers, not everyone who ever published.

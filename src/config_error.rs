@@ -1,6 +1,6 @@
 //! Configuration errors: a leaf module, so that every component that validates a value of
-//! its own (rpc routes, the ledger, TLS files) can name the variable without importing the
-//! settings that read it.
+//! its own (the ledger, Redis, TLS files) can name the variable without importing the
+//! configuration that reads it (which imports those components).
 
 use std::fmt;
 
@@ -19,6 +19,11 @@ impl ConfigError {
             message: message.into(),
         }
     }
+}
+
+/// Shorthand for `ConfigError::new`.
+pub fn invalid(var: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::new(var, message)
 }
 
 /// Every problem found, in the order the variables were read: an operator fixes a manifest

@@ -1,0 +1,486 @@
+//! `FALLBACK_LEDGER=redis`: one `SET <prefix>fallback:used:<digest> <replica> NX EX <ttl>`
+//! per take, so exactly one replica in the cluster wins a ticket, across restarts.
+//!
+//! While Redis does not answer, `FALLBACK_LEDGER_UNAVAILABLE` decides: `deny` fails closed,
+//! `local` claims in process memory (once per process) and keeps the claim pending until a
+//! background task writes it to Redis. A pending claim that finds the key already set by
+//! another replica was used twice during the partition: a conflict, counted and warned.
+//!
+//! The value is a random per-process id, so a claim whose reply was lost (the SET applied,
+//! the answer timed out) is recognised as our own when it is written again.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use redis::Value;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::memory::ConsumedSet;
+use super::{Claim, LedgerError};
+use crate::fallback::config::{LedgerKind, OnUnavailable};
+use crate::fallback::metrics::{FallbackMetrics, LedgerOp};
+use crate::fallback::set::TicketSet;
+use crate::fallback::TicketDigest;
+use crate::redis_client::{RedisClient, Streak};
+
+/// EXISTS per pipelined round trip when counting: small enough for one `REDIS_TIMEOUT_MS`.
+const COUNT_BATCH: usize = 256;
+/// Pending claims written per backfill round.
+const BACKFILL_BATCH: usize = 256;
+/// Pause between backfill rounds while claims are pending.
+const BACKFILL_PAUSE: Duration = Duration::from_secs(1);
+
+#[derive(Clone)]
+pub struct RedisLedger {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    client: RedisClient,
+    ttl_s: u64,
+    on_unavailable: OnUnavailable,
+    /// This process's mark in Redis.
+    owner: String,
+    /// Consumed as far as this process knows: its own claims, keys found set, local claims.
+    known: ConsumedSet,
+    /// Claimed by this process (in Redis or locally): the per-process gate. A take wins only
+    /// if it also adds the digest here, so a Redis win and a concurrent local claim (whose
+    /// call timed out) cannot both be accepted.
+    mine: ConsumedSet,
+    /// Local claims not yet in Redis (a subset of `mine`, so bounded by the ticket set).
+    pending: Mutex<HashSet<[u8; 32]>>,
+    wake: Notify,
+    streak: Streak,
+    metrics: FallbackMetrics,
+}
+
+/// What one backfill round did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BackfillReport {
+    pub written: usize,
+    pub conflicts: usize,
+    /// Still pending (Redis stopped answering mid-round, or more than one batch).
+    pub pending: usize,
+}
+
+impl RedisLedger {
+    pub fn new(
+        client: RedisClient,
+        ttl: Duration,
+        on_unavailable: OnUnavailable,
+        metrics: FallbackMetrics,
+    ) -> Self {
+        let mut id = [0u8; 8];
+        // Without OS randomness two replicas could share an id; the process id still
+        // separates them on one host, and conflicts stay detectable across hosts mostly.
+        if getrandom::fill(&mut id).is_err() {
+            id[..4].copy_from_slice(&std::process::id().to_le_bytes());
+        }
+        Self {
+            inner: Arc::new(Inner {
+                client,
+                ttl_s: ttl.as_secs().max(1),
+                on_unavailable,
+                owner: hex::encode(id),
+                known: ConsumedSet::default(),
+                mine: ConsumedSet::default(),
+                pending: Mutex::new(HashSet::new()),
+                wake: Notify::new(),
+                streak: Streak::default(),
+                metrics,
+            }),
+        }
+    }
+
+    pub fn known(&self) -> &ConsumedSet {
+        &self.inner.known
+    }
+
+    pub fn reachable(&self) -> bool {
+        self.inner.client.reachable()
+    }
+
+    /// Local claims still waiting to be written to Redis.
+    pub fn pending(&self) -> usize {
+        self.lock_pending().len()
+    }
+
+    fn key(&self, digest: &TicketDigest) -> String {
+        self.inner
+            .client
+            .key(&format!("fallback:used:{}", hex::encode(digest.as_bytes())))
+    }
+
+    /// `SET key owner NX EX ttl`: true when this call set it.
+    async fn set_nx(&self, digest: &TicketDigest) -> Result<bool, crate::redis_client::CallError> {
+        let key = self.key(digest);
+        let (owner, ttl) = (self.inner.owner.clone(), self.inner.ttl_s);
+        self.inner
+            .client
+            .call(|mut c| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(owner)
+                    .arg("NX")
+                    .arg("EX")
+                    .arg(ttl)
+                    .query_async::<Value>(&mut c)
+                    .await
+            })
+            .await
+            .map(|v| v != Value::Nil)
+    }
+
+    pub async fn claim(&self, digest: &TicketDigest) -> Result<Claim, LedgerError> {
+        let inner = &self.inner;
+        if inner.known.contains(digest) {
+            return Ok(Claim::AlreadyClaimed);
+        }
+        match self.set_nx(digest).await {
+            Ok(set) => {
+                self.answered();
+                inner.known.insert(digest);
+                Ok(if set && inner.mine.insert(digest) {
+                    Claim::Won
+                } else {
+                    Claim::AlreadyClaimed
+                })
+            }
+            Err(e) => {
+                inner
+                    .metrics
+                    .ledger_error(LedgerKind::Redis, LedgerOp::Claim);
+                inner.metrics.ledger_reachable.set(0);
+                let first = inner.streak.failed();
+                match inner.on_unavailable {
+                    OnUnavailable::Deny => {
+                        if first {
+                            tracing::warn!(error = %e, "Redis does not answer; refusing fallback tickets (FALLBACK_LEDGER_UNAVAILABLE=deny)");
+                        }
+                        Err(LedgerError::Unavailable)
+                    }
+                    OnUnavailable::Local => {
+                        if first {
+                            tracing::warn!(error = %e, "Redis does not answer; claiming fallback tickets in this process until it does (FALLBACK_LEDGER_UNAVAILABLE=local)");
+                        }
+                        inner.known.insert(digest);
+                        if !inner.mine.insert(digest) {
+                            return Ok(Claim::AlreadyClaimed);
+                        }
+                        self.lock_pending().insert(*digest.as_bytes());
+                        inner.metrics.ledger_local_claims.inc();
+                        inner.wake.notify_one();
+                        Ok(Claim::Won)
+                    }
+                }
+            }
+        }
+    }
+
+    fn answered(&self) {
+        self.inner.metrics.ledger_reachable.set(1);
+        if self.inner.streak.succeeded() {
+            tracing::info!("Redis answers again; fallback claims go to Redis");
+        }
+    }
+
+    /// Writes up to one batch of pending local claims to Redis.
+    pub async fn backfill_once(&self) -> BackfillReport {
+        let batch: Vec<TicketDigest> = self
+            .lock_pending()
+            .iter()
+            .take(BACKFILL_BATCH)
+            .map(|d| TicketDigest::from_bytes(*d))
+            .collect();
+        let mut report = BackfillReport::default();
+        for digest in batch {
+            match self.backfill_one(&digest).await {
+                Ok(conflict) => {
+                    self.lock_pending().remove(digest.as_bytes());
+                    report.written += usize::from(!conflict);
+                    report.conflicts += usize::from(conflict);
+                }
+                Err(()) => break,
+            }
+        }
+        report.pending = self.pending();
+        report
+    }
+
+    /// Ok(true) when another replica had claimed it.
+    async fn backfill_one(&self, digest: &TicketDigest) -> Result<bool, ()> {
+        let inner = &self.inner;
+        let fail = |e: crate::redis_client::CallError| {
+            inner
+                .metrics
+                .ledger_error(LedgerKind::Redis, LedgerOp::Backfill);
+            tracing::debug!(error = %e, "backfill of local fallback claims paused: Redis does not answer");
+        };
+        if self.set_nx(digest).await.map_err(fail)? {
+            self.answered();
+            return Ok(false);
+        }
+        let key = self.key(digest);
+        let holder: Option<String> = inner
+            .client
+            .call(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
+            .await
+            .map_err(fail)?;
+        self.answered();
+        if holder.as_deref() == Some(inner.owner.as_str()) {
+            // Our own earlier SET applied although its answer was lost.
+            return Ok(false);
+        }
+        inner.metrics.ledger_conflicts.inc();
+        tracing::warn!(
+            ticket = %digest.short_hex(),
+            "fallback ticket was claimed by another replica while Redis was unreachable: used twice"
+        );
+        Ok(true)
+    }
+
+    /// Runs until `stop`: while local claims are pending, writes them every second.
+    pub fn spawn_backfill(&self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
+        let ledger = self.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = ledger.inner.wake.notified() => {}
+                }
+                while ledger.pending() > 0 {
+                    let report = tokio::select! {
+                        () = stop.cancelled() => return,
+                        report = ledger.backfill_once() => report,
+                    };
+                    if report.written + report.conflicts > 0 {
+                        tracing::info!(
+                            written = report.written,
+                            conflicts = report.conflicts,
+                            pending = report.pending,
+                            "local fallback claims written to Redis"
+                        );
+                    }
+                    if report.pending > 0 {
+                        tokio::select! {
+                            () = stop.cancelled() => return,
+                            () = tokio::time::sleep(BACKFILL_PAUSE) => {}
+                        }
+                    }
+                }
+            }
+        })
+    }
+
+    /// Tickets of `set` consumed by any replica: the ones known, plus pipelined `EXISTS` for
+    /// the rest. Keys found are remembered, so each is asked about until found once.
+    pub async fn count_consumed(&self, set: &TicketSet) -> Result<usize, LedgerError> {
+        let inner = &self.inner;
+        let fail = |e: crate::redis_client::CallError| {
+            inner
+                .metrics
+                .ledger_error(LedgerKind::Redis, LedgerOp::Count);
+            inner.metrics.ledger_reachable.set(0);
+            tracing::debug!(error = %e, "cannot count consumed fallback tickets in Redis");
+            LedgerError::Unavailable
+        };
+        if set.is_empty() {
+            inner.client.ping().await.map_err(fail)?;
+            self.answered();
+            return Ok(0);
+        }
+        let mut consumed = 0;
+        let mut chunk = Vec::with_capacity(COUNT_BATCH);
+        let mut digests = set.iter().peekable();
+        while digests.peek().is_some() {
+            chunk.clear();
+            chunk.extend(digests.by_ref().take(COUNT_BATCH));
+            let unknown = inner.known.unknown(&chunk);
+            consumed += chunk.len() - unknown.len();
+            if unknown.is_empty() {
+                continue;
+            }
+            let mut pipe = redis::pipe();
+            for d in &unknown {
+                pipe.cmd("EXISTS").arg(self.key(d));
+            }
+            let found: Vec<bool> = inner
+                .client
+                .call(|mut c| async move { pipe.query_async(&mut c).await })
+                .await
+                .map_err(fail)?;
+            for (d, exists) in unknown.iter().zip(found) {
+                if exists {
+                    inner.known.insert(d);
+                    consumed += 1;
+                }
+            }
+        }
+        self.answered();
+        Ok(consumed)
+    }
+
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; 32]>> {
+        self.inner
+            .pending
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::redis_client::testing::{self, OwnRedis};
+
+    fn ledger(url: &str, prefix: &str, on: OnUnavailable, m: &FallbackMetrics) -> RedisLedger {
+        RedisLedger::new(
+            testing::client(url, prefix),
+            Duration::from_secs(86_400),
+            on,
+            m.clone(),
+        )
+    }
+
+    fn metrics() -> FallbackMetrics {
+        FallbackMetrics::new(&prometheus::Registry::new())
+    }
+
+    /// Backfills until nothing is pending (the first calls after a restart may still meet
+    /// the dead connection); returns (written, conflicts).
+    async fn drain(ledger: &RedisLedger) -> (usize, usize) {
+        let (mut written, mut conflicts) = (0, 0);
+        for _ in 0..500 {
+            let r = ledger.backfill_once().await;
+            written += r.written;
+            conflicts += r.conflicts;
+            if r.pending == 0 {
+                return (written, conflicts);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("backfill never drained");
+    }
+
+    #[tokio::test]
+    async fn local_claims_once_per_process_then_backfills_and_counts_a_conflict() {
+        let mut own = OwnRedis::start();
+        let prefix = testing::unique_prefix("partition");
+        let (ma, mb) = (metrics(), metrics());
+        let a = ledger(&own.url(), &prefix, OnUnavailable::Local, &ma);
+        let b = ledger(&own.url(), &prefix, OnUnavailable::Local, &mb);
+        let (shared, only_a) = (TicketDigest::of(b"shared"), TicketDigest::of(b"only-a"));
+        own.stop();
+        // Each replica accepts the ticket once; the second take in a replica is refused.
+        for replica in [&a, &b] {
+            assert_eq!(replica.claim(&shared).await.expect("local"), Claim::Won);
+            assert_eq!(
+                replica.claim(&shared).await.expect("local"),
+                Claim::AlreadyClaimed
+            );
+        }
+        assert_eq!(a.claim(&only_a).await.expect("local"), Claim::Won);
+        assert_eq!(ma.ledger_local_claims.get(), 2);
+        assert_eq!(a.pending(), 2);
+        assert!(!a.reachable());
+        assert_eq!(
+            a.backfill_once().await.pending,
+            2,
+            "still down: nothing written"
+        );
+
+        own.restart();
+        assert_eq!(drain(&a).await, (2, 0), "a was first");
+        assert_eq!(drain(&b).await, (0, 1), "b claimed it too");
+        assert_eq!(mb.ledger_conflicts.get(), 1);
+        assert_eq!(ma.ledger_conflicts.get(), 0);
+        // Both claims are in Redis now: a third replica refuses both tickets.
+        let c = ledger(&own.url(), &prefix, OnUnavailable::Local, &metrics());
+        assert_eq!(
+            c.claim(&shared).await.expect("claim"),
+            Claim::AlreadyClaimed
+        );
+        assert_eq!(
+            c.claim(&only_a).await.expect("claim"),
+            Claim::AlreadyClaimed
+        );
+        assert!(c.reachable());
+    }
+
+    #[tokio::test]
+    async fn the_backfill_task_writes_pending_claims_once_redis_answers() {
+        let mut own = OwnRedis::start();
+        let prefix = testing::unique_prefix("backfill-task");
+        let a = ledger(&own.url(), &prefix, OnUnavailable::Local, &metrics());
+        let stop = CancellationToken::new();
+        let task = a.spawn_backfill(stop.clone());
+        own.stop();
+        let d = TicketDigest::of(b"t");
+        assert_eq!(a.claim(&d).await.expect("local"), Claim::Won);
+        own.restart();
+        let mut waited = 0;
+        while a.pending() > 0 {
+            assert!(waited < 1500, "backfill never drained");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            waited += 1;
+        }
+        let other = ledger(&own.url(), &prefix, OnUnavailable::Local, &metrics());
+        assert_eq!(other.claim(&d).await.expect("claim"), Claim::AlreadyClaimed);
+        stop.cancel();
+        task.await.expect("task stops");
+    }
+
+    #[tokio::test]
+    async fn deny_fails_closed() {
+        let mut own = OwnRedis::start();
+        let m = metrics();
+        let l = ledger(
+            &own.url(),
+            &testing::unique_prefix("deny"),
+            OnUnavailable::Deny,
+            &m,
+        );
+        own.stop();
+        let d = TicketDigest::of(b"t");
+        assert!(matches!(l.claim(&d).await, Err(LedgerError::Unavailable)));
+        assert_eq!(l.pending(), 0);
+        assert!(!l.known().contains(&d));
+        assert_eq!(
+            m.ledger_errors.with_label_values(&["redis", "claim"]).get(),
+            1
+        );
+    }
+
+    #[tokio::test]
+    async fn count_sees_other_replicas_claims() {
+        let prefix = testing::unique_prefix("count");
+        let a = ledger(
+            testing::SHARED_URL,
+            &prefix,
+            OnUnavailable::Deny,
+            &metrics(),
+        );
+        let b = ledger(
+            testing::SHARED_URL,
+            &prefix,
+            OnUnavailable::Deny,
+            &metrics(),
+        );
+        let tickets: Vec<TicketDigest> = (0..600)
+            .map(|n| TicketDigest::of(format!("t{n}").as_bytes()))
+            .collect();
+        let set = TicketSet::from_digests(tickets.iter().map(|d| *d.as_bytes()).collect());
+        for d in tickets.iter().step_by(3) {
+            assert_eq!(a.claim(d).await.expect("claim"), Claim::Won);
+        }
+        assert_eq!(b.count_consumed(&set).await.expect("count"), 200);
+        assert_eq!(b.known().len(), 200);
+        assert_eq!(a.count_consumed(&set).await.expect("count"), 200);
+        assert_eq!(
+            b.count_consumed(&TicketSet::default()).await.expect("ping"),
+            0
+        );
+    }
+}

@@ -1,0 +1,463 @@
+//! The one Redis client shared by the fallback ledger and the publish limiter.
+//!
+//! Built once at startup and connecting lazily, so the service starts and serves while Redis
+//! is down. Every call is bounded by `REDIS_TIMEOUT_MS`: the caller decides what an
+//! unanswered call means (the ledger claims locally or denies, the limiter decides locally).
+//! The password (from the URL or `REDIS_PASSWORD_FILE`) never appears in `Debug`, `Display`
+//! or a log line.
+
+use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::IntoConnectionInfo;
+
+use crate::config_error::{invalid, ConfigError};
+
+/// `REDIS_KEY_PREFIX` default.
+pub const DEFAULT_KEY_PREFIX: &str = "realtime:";
+/// `REDIS_TIMEOUT_MS` default.
+pub const DEFAULT_TIMEOUT_MS: u64 = 100;
+/// A TCP connect plus a TLS handshake can take longer than one command; calls are still
+/// bounded by the command timeout, the connection attempt just goes on in the background.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where Redis is and how to talk to it. `Debug` never shows the password.
+#[derive(Clone)]
+pub struct RedisConfig {
+    /// `REDIS_URL`, `redis://` or `rediss://`, kept as given (it may carry a password).
+    url: String,
+    /// `REDIS_PASSWORD_FILE`: read at client construction, overrides a password in the URL.
+    pub password_file: Option<PathBuf>,
+    /// `REDIS_KEY_PREFIX`, default `realtime:`.
+    pub key_prefix: String,
+    /// `REDIS_TIMEOUT_MS`, default 100 ms: the bound on every call.
+    pub timeout: Duration,
+}
+
+impl RedisConfig {
+    /// Reads `REDIS_URL`, `REDIS_PASSWORD_FILE`, `REDIS_KEY_PREFIX` and `REDIS_TIMEOUT_MS`
+    /// through `get`; `Ok(None)` when `REDIS_URL` is unset or empty.
+    pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<Self>, ConfigError> {
+        let url = get("REDIS_URL").unwrap_or_default();
+        if url.trim().is_empty() {
+            return Ok(None);
+        }
+        let url = parse_url(url.trim())?;
+        let password_file = get("REDIS_PASSWORD_FILE")
+            .filter(|p| !p.trim().is_empty())
+            .map(|p| PathBuf::from(p.trim()));
+        let key_prefix = get("REDIS_KEY_PREFIX").unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_owned());
+        let timeout = match get("REDIS_TIMEOUT_MS") {
+            Some(v) if !v.trim().is_empty() => parse_timeout_ms(&v)?,
+            _ => Duration::from_millis(DEFAULT_TIMEOUT_MS),
+        };
+        Ok(Some(Self {
+            url,
+            password_file,
+            key_prefix,
+            timeout,
+        }))
+    }
+
+    /// The URL with any password replaced by `***`, for `check-config` and logs.
+    pub fn redacted_url(&self) -> String {
+        redact_url(&self.url)
+    }
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("url", &self.redacted_url())
+            .field("password_file", &self.password_file)
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// `REDIS_URL`: a `redis://` or `rediss://` URL the client accepts. The error never repeats
+/// the value, which may hold a password.
+pub fn parse_url(url: &str) -> Result<String, ConfigError> {
+    if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+        return Err(invalid(
+            "REDIS_URL",
+            "must start with redis:// or rediss://",
+        ));
+    }
+    url.into_connection_info()
+        .map_err(|_| invalid("REDIS_URL", "is not a valid Redis URL"))?;
+    Ok(url.to_owned())
+}
+
+/// `REDIS_TIMEOUT_MS`: 1 ms to 10 s. Longer would hold a connect callback past Centrifugo's
+/// own proxy timeout.
+pub fn parse_timeout_ms(value: &str) -> Result<Duration, ConfigError> {
+    match value.trim().parse::<u64>() {
+        Ok(ms @ 1..=10_000) => Ok(Duration::from_millis(ms)),
+        _ => Err(invalid(
+            "REDIS_TIMEOUT_MS",
+            "must be a whole number of milliseconds from 1 to 10000",
+        )),
+    }
+}
+
+fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return "***".to_owned();
+    };
+    // Userinfo ends at the last '@' before the path: a password may itself contain '@'.
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let userinfo = &rest[..at];
+            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+            let shown = if userinfo.contains(':') {
+                format!("{user}:***")
+            } else {
+                // `redis://secret@host` puts the password in the user slot for some clients.
+                "***".to_owned()
+            };
+            format!("{scheme}://{shown}@{}", &rest[at + 1..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+/// Why a Redis call produced no answer. The caller maps it (local claim, deny, local limit).
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Redis(#[from] redis::RedisError),
+}
+
+/// Why the client could not be built (a startup error).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("REDIS_PASSWORD_FILE: cannot read: {0}")]
+    PasswordFile(std::io::ErrorKind),
+    #[error("REDIS_URL: is not a valid Redis URL")]
+    Url,
+    #[error("REDIS_URL: cannot create the client: {0}")]
+    Client(String),
+}
+
+/// Cheap-to-clone handle: one multiplexed, self-reconnecting connection for the process.
+#[derive(Clone)]
+pub struct RedisClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    manager: ConnectionManager,
+    prefix: String,
+    timeout: Duration,
+    /// Whether the last call got an answer; false until the first one does.
+    reachable: AtomicBool,
+}
+
+impl RedisClient {
+    /// Builds the client without connecting: the first call connects.
+    pub fn connect_lazy(config: &RedisConfig) -> Result<Self, SetupError> {
+        let mut info = config
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(|_| SetupError::Url)?;
+        if let Some(path) = &config.password_file {
+            let password =
+                std::fs::read_to_string(path).map_err(|e| SetupError::PasswordFile(e.kind()))?;
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_password(password.trim_end_matches(['\r', '\n']));
+            info = info.set_redis_settings(settings);
+        }
+        let client =
+            redis::Client::open(info).map_err(|e| SetupError::Client(format!("{:?}", e.kind())))?;
+        // Few, short retries: a call waits at most `timeout` anyway, and the next call after a
+        // failed connection starts a fresh attempt.
+        let manager_config = ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200))
+            .set_connection_timeout(Some(CONNECT_TIMEOUT.max(config.timeout)))
+            .set_response_timeout(Some(config.timeout));
+        let manager = client
+            .get_connection_manager_lazy(manager_config)
+            .map_err(|e| SetupError::Client(format!("{:?}", e.kind())))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                manager,
+                prefix: config.key_prefix.clone(),
+                timeout: config.timeout,
+                reachable: AtomicBool::new(false),
+            }),
+        })
+    }
+
+    /// `prefix` + `suffix`: every key this service writes.
+    pub fn key(&self, suffix: &str) -> String {
+        format!("{}{suffix}", self.inner.prefix)
+    }
+
+    /// Whether the last call got an answer from Redis.
+    pub fn reachable(&self) -> bool {
+        self.inner.reachable.load(Ordering::Relaxed)
+    }
+
+    /// Runs one call on the shared connection, bounded by `REDIS_TIMEOUT_MS`.
+    pub async fn call<T, F, Fut>(&self, f: F) -> Result<T, CallError>
+    where
+        F: FnOnce(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let outcome = tokio::time::timeout(self.inner.timeout, f(self.inner.manager.clone())).await;
+        let result = match outcome {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(e)) => Err(CallError::Redis(e)),
+            Err(_) => Err(CallError::Timeout(self.inner.timeout)),
+        };
+        // "Reachable" means usable: a server error (NOAUTH, OOM, READONLY) fails every call
+        // just as surely as a closed port.
+        let answered = result.is_ok();
+        self.inner.reachable.store(answered, Ordering::Relaxed);
+        result
+    }
+
+    /// `PING`: refreshes `reachable`.
+    pub async fn ping(&self) -> Result<(), CallError> {
+        self.call(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
+            .await
+    }
+}
+
+/// "WARN once per streak": the first failure after a success (or after startup) is the one
+/// worth a WARN; the rest of the streak only counts in a metric.
+#[derive(Debug, Default)]
+pub struct Streak(AtomicBool);
+
+impl Streak {
+    /// Records a failure; true when it starts a streak.
+    pub fn failed(&self) -> bool {
+        !self.0.swap(true, Ordering::Relaxed)
+    }
+
+    /// Records a success; true when it ends a streak.
+    pub fn succeeded(&self) -> bool {
+        self.0.swap(false, Ordering::Relaxed)
+    }
+}
+
+/// Test helpers: a Redis of the test's own, and unique key prefixes.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+    use std::net::TcpListener;
+    use std::process::{Child, Command, Stdio};
+
+    /// The shared Redis the project's machines run.
+    pub const SHARED_URL: &str = "redis://127.0.0.1:6379";
+
+    /// A key prefix no other test (or run) uses.
+    pub fn unique_prefix(test: &str) -> String {
+        let mut nonce = [0u8; 6];
+        getrandom::fill(&mut nonce).expect("random");
+        format!("rt-test:{test}:{}:", hex::encode(nonce))
+    }
+
+    pub fn config(url: &str, prefix: &str) -> RedisConfig {
+        RedisConfig {
+            url: url.to_owned(),
+            password_file: None,
+            key_prefix: prefix.to_owned(),
+            // Generous for a loaded CI machine; the down-path tests hit refused connections,
+            // which fail at once rather than at the timeout.
+            timeout: Duration::from_millis(2000),
+        }
+    }
+
+    pub fn client(url: &str, prefix: &str) -> RedisClient {
+        RedisClient::connect_lazy(&config(url, prefix)).expect("redis client")
+    }
+
+    /// A `redis-server` of the test's own on a free port, stopped on drop.
+    pub struct OwnRedis {
+        pub port: u16,
+        child: Option<Child>,
+    }
+
+    impl OwnRedis {
+        pub fn start() -> Self {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            let mut redis = Self { port, child: None };
+            redis.restart();
+            redis
+        }
+
+        pub fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}", self.port)
+        }
+
+        /// Starts (again) on the same port and waits until it answers.
+        pub fn restart(&mut self) {
+            assert!(self.child.is_none(), "already running");
+            let child = Command::new("redis-server")
+                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!(
+                        "cannot start redis-server ({e}); install it with `apt-get install redis-server`"
+                    )
+                });
+            self.child = Some(child);
+            for _ in 0..200 {
+                if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            panic!("redis-server on port {} did not start listening", self.port);
+        }
+
+        pub fn stop(&mut self) {
+            if let Some(mut child) = self.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+
+    impl Drop for OwnRedis {
+        fn drop(&mut self) {
+            self.stop();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn no_url_means_no_redis_and_defaults_apply() {
+        assert!(RedisConfig::from_lookup(&lookup(&[]))
+            .expect("ok")
+            .is_none());
+        let c = RedisConfig::from_lookup(&lookup(&[("REDIS_URL", "redis://127.0.0.1:6379")]))
+            .expect("ok")
+            .expect("some");
+        assert_eq!(c.key_prefix, "realtime:");
+        assert_eq!(c.timeout, Duration::from_millis(100));
+    }
+
+    #[test]
+    fn errors_name_the_variable_and_never_the_url() {
+        let err = RedisConfig::from_lookup(&lookup(&[("REDIS_URL", "http://u:hunter2@h")]))
+            .expect_err("bad scheme")
+            .to_string();
+        assert!(err.starts_with("REDIS_URL:"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        let err = RedisConfig::from_lookup(&lookup(&[
+            ("REDIS_URL", "redis://h"),
+            ("REDIS_TIMEOUT_MS", "0"),
+        ]))
+        .expect_err("zero timeout")
+        .to_string();
+        assert!(err.starts_with("REDIS_TIMEOUT_MS:"), "{err}");
+    }
+
+    #[test]
+    fn the_password_never_shows_in_debug_or_redacted_url() {
+        let c = RedisConfig::from_lookup(&lookup(&[(
+            "REDIS_URL",
+            "rediss://app:s3cr@t-pw@redis.example:6380/2",
+        )]))
+        .expect("ok")
+        .expect("some");
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("s3cr"), "{debug}");
+        assert!(!debug.contains("t-pw"), "{debug}");
+        assert_eq!(c.redacted_url(), "rediss://app:***@redis.example:6380/2");
+        assert_eq!(redact_url("redis://onlypw@h:1"), "redis://***@h:1");
+        assert_eq!(redact_url("redis://h:1/0"), "redis://h:1/0");
+    }
+
+    #[test]
+    fn streak_reports_its_start_and_end_once() {
+        let s = Streak::default();
+        assert!(s.failed());
+        assert!(!s.failed());
+        assert!(s.succeeded());
+        assert!(!s.succeeded());
+        assert!(s.failed());
+    }
+
+    #[tokio::test]
+    async fn a_lazy_client_builds_while_redis_is_down_and_answers_once_it_is_up() {
+        let mut own = testing::OwnRedis::start();
+        own.stop();
+        let client = testing::client(&own.url(), &testing::unique_prefix("lazy"));
+        assert!(client.ping().await.is_err());
+        assert!(!client.reachable());
+        own.restart();
+        // The failed attempt scheduled a reconnect; a few pings may still see the old error.
+        let mut answered = false;
+        for _ in 0..100 {
+            if client.ping().await.is_ok() {
+                answered = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(answered, "no answer after Redis came back");
+        assert!(client.reachable());
+    }
+
+    #[tokio::test]
+    async fn the_password_file_is_used() {
+        let own = testing::OwnRedis::start();
+        let admin = testing::client(&own.url(), "x:");
+        admin
+            .call(|mut c| async move {
+                redis::cmd("CONFIG")
+                    .arg("SET")
+                    .arg("requirepass")
+                    .arg("pw-from-file")
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await
+            .expect("set requirepass");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "pw-from-file\n").expect("write");
+        let mut config = testing::config(&own.url(), "x:");
+        config.password_file = Some(file);
+        let client = RedisClient::connect_lazy(&config).expect("client");
+        client.ping().await.expect("authenticated ping");
+        let anonymous = testing::client(&own.url(), "x:");
+        assert!(anonymous.ping().await.is_err());
+    }
+}
