@@ -8,6 +8,7 @@
 
 mod checks;
 pub mod error;
+pub mod secrets;
 mod settings;
 pub(crate) mod value;
 
@@ -16,6 +17,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use secrets::SecretFiles;
 pub use settings::Settings;
 use value::env_enum;
 pub use value::Secret;
@@ -112,7 +114,10 @@ pub struct GrpcTls {
 #[derive(Debug, Clone)]
 pub struct Auth {
     pub mode: ProxyAuthMode,
+    /// As read at startup.
     pub secrets: Vec<Secret>,
+    /// Set when the secrets come from files: they are re-read while running.
+    pub files: Option<SecretFiles>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -124,9 +129,28 @@ pub struct Edge {
 #[derive(Debug, Clone)]
 pub struct Identity {
     pub uri: tonic::transport::Uri,
-    pub tls: bool,
+    /// `None`: plaintext.
+    pub tls: Option<IdentityTls>,
     pub deadline: Duration,
     pub probe_interval: Duration,
+}
+
+/// TLS to identity-service, files already read.
+#[derive(Debug, Clone)]
+pub struct IdentityTls {
+    /// PEM CA bundle (`IDENTITY_VALIDATE_TLS_CA_PATH`); `None`: the webpki roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// The client certificate for mTLS.
+    pub client: Option<ClientIdentity>,
+    /// `IDENTITY_VALIDATE_TLS_SERVER_NAME`; `None`: the address's host.
+    pub server_name: Option<String>,
+}
+
+/// A PEM certificate chain and its private key; the key's `Debug` shows no content.
+#[derive(Debug, Clone)]
+pub struct ClientIdentity {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: secrecy::SecretSlice<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -198,6 +222,7 @@ impl Config {
             p.push("OTEL_TRACES_SAMPLER_ARG", "must be between 0.0 and 1.0");
         }
         let listen = listen(s, &mut p);
+        let telemetry = telemetry(s, &mut p);
         p.finish(|| Self {
             listen: listen.unwrap_or_else(|| unreachable!("errors were reported")),
             auth,
@@ -222,7 +247,7 @@ impl Config {
                 deadline: Duration::from_millis(s.rpc_deadline_ms),
             },
             drain_delay: Duration::from_millis(s.shutdown_drain_delay_ms),
-            telemetry: telemetry(s),
+            telemetry,
         })
     }
 }
