@@ -78,6 +78,8 @@ const CENTRIFUGO_PROXY_TIMEOUT: Duration = Duration::from_secs(1);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn main() -> ExitCode {
+    // reqwest carries no crypto provider of its own in this build.
+    realtime_service::tls::install_crypto_provider();
     match run() {
         Ok(code) => code,
         Err(message) => {

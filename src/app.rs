@@ -30,6 +30,7 @@ use crate::transport::grpc::{self, GrpcProxy, GrpcServer};
 use crate::transport::http::limits::{self, InflightLimit};
 use crate::transport::http::serve::{serve, ServeLimits, ServeMetrics};
 use crate::transport::http::{self, auth::ProxyAuth, AppState, HttpState, Readiness};
+use crate::transport::secret_files;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -66,6 +67,8 @@ pub struct Application {
     drain_delay: Duration,
     _probe: probe::ProbeGuard,
     background: Background,
+    /// Re-reads the proxy secret files; `None` when the secrets come from variables.
+    _secret_watcher: Option<secret_files::SecretWatcher>,
 }
 
 /// The background tasks (ledger backfill, reloads, SIGHUP) and the one token that stops them;
@@ -110,6 +113,7 @@ impl Application {
 
     /// Builds from a checked configuration: services first, then the listeners.
     pub async fn from_config(config: Config, clock: Clock) -> Result<Self, StartupError> {
+        crate::tls::install_crypto_provider();
         if config.auth.mode == ProxyAuthMode::None {
             tracing::warn!(
                 "CENTRIFUGO_PROXY_AUTH=none: proxy calls are NOT authenticated; anyone who can reach this port can mint connections. Never run this in production."
@@ -209,10 +213,13 @@ impl Application {
 
         let detector = OutageDetector::new(config.fallback.window, clock.clone());
         let client = IdentityClient::new(&config.identity, metrics.clone()).map_err(|e| {
-            ConfigErrors::from(ConfigError::new(
-                "IDENTITY_VALIDATE_NEGOTIATION_TYPE",
-                e.to_string(),
-            ))
+            // The files were read and parsed as PEM already; what is left is a key that does
+            // not fit its certificate, or a CA that rustls cannot use.
+            let var = match config.identity.tls.as_ref().map(|t| t.client.is_some()) {
+                Some(true) => "IDENTITY_VALIDATE_TLS_CERT_PATH",
+                _ => "IDENTITY_VALIDATE_NEGOTIATION_TYPE",
+            };
+            ConfigErrors::from(ConfigError::new(var, format!("cannot set up TLS: {e}")))
         })?;
         let identity = Gateway::new(client, detector);
         let probe = probe::spawn(identity.clone(), config.identity.probe_interval);
@@ -234,6 +241,23 @@ impl Application {
             metrics: metrics.clone(),
         });
         service.refresh_gauges();
+        // One check, one set of secrets: the gRPC listener, the HTTP edge and the file
+        // watcher share it, so a rotation reaches both transports at once.
+        let auth = ProxyAuth::new(&config.auth);
+        let secret_watcher = config.auth.files.clone().map(|files| {
+            tracing::info!(
+                path = %files.current.display(),
+                every_ms = u64::try_from(secret_files::POLL_INTERVAL.as_millis()).unwrap_or(u64::MAX),
+                "proxy secrets come from files and are re-read while running"
+            );
+            secret_files::spawn(
+                config.auth.mode,
+                files,
+                &config.auth.secrets,
+                auth.secrets().clone(),
+                metrics.clone(),
+            )
+        });
         let grpc = match config.listen.grpc {
             Some(addr) => {
                 let tls = match &config.listen.grpc_tls {
@@ -242,7 +266,7 @@ impl Application {
                 };
                 let proxy = GrpcProxy::new(
                     service.clone(),
-                    &config.auth,
+                    auth.clone(),
                     config.edge.max_body_bytes,
                     inflight.clone(),
                 );
@@ -257,7 +281,7 @@ impl Application {
         };
         let state = AppState::new(HttpState {
             service,
-            auth: ProxyAuth::new(&config.auth),
+            auth,
             edge: config.edge,
             metrics,
             readiness: Readiness::ready(),
@@ -289,6 +313,7 @@ impl Application {
                 tasks,
                 reload,
             },
+            _secret_watcher: secret_watcher,
         })
     }
 
@@ -336,6 +361,7 @@ impl Application {
             drain_delay,
             _probe,
             background,
+            _secret_watcher,
         } = self;
         let (stop_tx, stop_rx) = watch::channel(false);
         let readiness = state.readiness.clone();

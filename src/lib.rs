@@ -14,7 +14,7 @@
 //!   `fallback` (the single-use ticket pool), `policy` (channel rules), `ratelimit`,
 //!   `rpc` (backend routing and calls), `meta` (the identity context carried in meta).
 //! - Set up once at startup: `config` (environment -> ready sections), `telemetry`,
-//!   `metrics`, `clock`, and `app` (build, run, drain).
+//!   `metrics`, `clock`, `tls` (the HTTP clients' TLS), `otlp` (the span exporter), and `app` (build, run, drain).
 //! - `demo`: the `demo` subcommand, with its embedded identity-service.
 #![forbid(unsafe_code)]
 
@@ -28,6 +28,7 @@ pub mod fallback;
 pub mod identity;
 pub mod meta;
 pub(crate) mod metrics;
+pub(crate) mod otlp;
 pub mod policy;
 pub(crate) mod proxy;
 pub(crate) mod ratelimit;
@@ -35,4 +36,5 @@ pub(crate) mod redis_client;
 pub(crate) mod rpc;
 pub(crate) mod service;
 pub mod telemetry;
+pub mod tls;
 pub mod transport;

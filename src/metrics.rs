@@ -8,13 +8,42 @@
 use crate::fallback::PoolStatus;
 use crate::proxy::{AuthFailure, ConnectOutcome, Outcome, ProxyKind, Transport};
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Buckets for local request handling and identity calls, in seconds. Proxy decisions take
 /// microseconds and identity calls milliseconds, with the deadline (2.5 s by default) and
 /// Centrifugo's timeout (1-3 s) as the interesting upper edges.
+/// What a poll of the proxy secret files did (`realtime_proxy_secret_reloads_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretReload {
+    /// The files changed and the new secrets are in use.
+    Applied,
+    /// The files break the rules (unreadable, empty, too short); the last good secrets stay.
+    Rejected,
+}
+
+impl SecretReload {
+    pub const ALL: &'static [Self] = &[Self::Applied, Self::Rejected];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Rejected => "rejected",
+        }
+    }
+}
+
+/// OTLP span batches that could not be exported. Process-wide, like the tracer provider that
+/// counts into it (set up before any `Metrics` exists); every registry exports it.
+pub static OTEL_EXPORT_FAILURES: std::sync::LazyLock<IntCounter> = std::sync::LazyLock::new(|| {
+    IntCounter::new(
+            "realtime_otel_export_failures_total",
+            "OTLP span batches the exporter failed to deliver (collector unreachable, TLS or HTTP error).",
+        )
+        .expect("static metric definition")
+});
+
 const LATENCY_BUCKETS: &[f64] = &[
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0,
     2.5, 3.0, 5.0,
@@ -51,6 +80,8 @@ pub struct Metrics {
     pub build_info: GaugeVec,
     /// Seconds since the current identity failure streak began; 0 without one.
     pub outage_age: Gauge,
+    /// Polls of the proxy secret files, by result.
+    pub secret_reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -145,6 +176,14 @@ impl Metrics {
                 &["version"],
             )
             .expect("static metric definition"),
+            secret_reloads: IntCounterVec::new(
+                Opts::new(
+                    "realtime_proxy_secret_reloads_total",
+                    "Proxy secret file polls that applied changed secrets, or rejected the files (counted on every poll while they are bad).",
+                ),
+                &["result"],
+            )
+            .expect("static metric definition"),
             registry,
         };
         m.register_all();
@@ -167,6 +206,8 @@ impl Metrics {
             Box::new(self.pool_status.clone()),
             Box::new(self.auth_rejections.clone()),
             Box::new(self.build_info.clone()),
+            Box::new(self.secret_reloads.clone()),
+            Box::new(OTEL_EXPORT_FAILURES.clone()),
         ];
         for c in collectors {
             self.registry
@@ -221,6 +262,9 @@ impl Metrics {
         for status in PoolStatus::ALL {
             self.pool_status.with_label_values(&[status.as_str()]);
         }
+        for result in SecretReload::ALL {
+            self.secret_reloads.with_label_values(&[result.as_str()]);
+        }
         self.build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1.0);
@@ -239,6 +283,12 @@ impl Metrics {
     /// bound) register into, so one scrape shows everything.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    pub fn count_secret_reload(&self, result: SecretReload) {
+        self.secret_reloads
+            .with_label_values(&[result.as_str()])
+            .inc();
     }
 
     /// Prometheus text exposition of everything registered.

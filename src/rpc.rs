@@ -2,8 +2,8 @@
 //! (`family.get_members` -> the `family` backend from `RPC_ROUTES`) and the call itself with
 //! a deadline. Mapping the answer onto Centrifugo's reply is a decision (`decide::rpc`).
 //!
-//! Backends are plain HTTP inside the cluster; https URLs are refused at startup rather than
-//! silently downgraded (this build carries no TLS client for them; see the README).
+//! Backends are `http://` or `https://` URLs; https verifies the backend's certificate
+//! against the webpki roots (see `tls`). Any other scheme is refused at startup.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -28,7 +28,7 @@ fn invalid(_var: &str, message: impl Into<String>) -> RoutesError {
 pub struct Routes(HashMap<String, String>);
 
 impl Routes {
-    /// Parses `RPC_ROUTES`: `prefix=http://host:port/path[,prefix=...]`.
+    /// Parses `RPC_ROUTES`: `prefix=http[s]://host:port/path[,prefix=...]`.
     pub fn parse(raw: &str) -> Result<Self, RoutesError> {
         const VAR: &str = "RPC_ROUTES";
         let mut routes = HashMap::new();
@@ -43,21 +43,7 @@ impl Routes {
                     format!("bad method prefix {prefix:?} in {entry:?}"),
                 ));
             }
-            if url.starts_with("https://") {
-                return Err(invalid(
-                    VAR,
-                    format!("{prefix}: https backends are not supported by this build; use http inside the cluster (or a mesh for mTLS)"),
-                ));
-            }
-            let uri: axum::http::Uri = url
-                .parse()
-                .map_err(|e| invalid(VAR, format!("{prefix}: bad URL {url:?} ({e})")))?;
-            if uri.scheme_str() != Some("http") || uri.host().is_none() {
-                return Err(invalid(
-                    VAR,
-                    format!("{prefix}: URL {url:?} must be http://host[:port]/path"),
-                ));
-            }
+            crate::tls::check_http_url(url).map_err(|e| invalid(VAR, format!("{prefix}: {e}")))?;
             if routes.insert(prefix.to_owned(), url.to_owned()).is_some() {
                 return Err(invalid(VAR, format!("prefix {prefix:?} is listed twice")));
             }
@@ -106,12 +92,7 @@ pub struct RpcClient {
 
 impl RpcClient {
     pub fn new(routes: Routes, deadline: Duration) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .timeout(deadline)
-            .connect_timeout(deadline)
-            // Backends are addressed directly; an HTTP_PROXY variable must not reroute them.
-            .no_proxy()
-            .build()?;
+        let http = crate::tls::http_client(deadline)?;
         Ok(Self {
             routes: std::sync::Arc::new(routes),
             http,
@@ -189,6 +170,9 @@ mod tests {
         assert_eq!(routes.backend_for("diary"), Some("http://diary/rpc"));
         assert_eq!(routes.backend_for("familyx.get"), None);
         assert_eq!(routes.backend_for("chat.send"), None);
+        // https backends are supported (issue 9 changed this contract).
+        let tls = Routes::parse("a=https://a.internal/rpc").expect("https is valid");
+        assert_eq!(tls.backend_for("a.b"), Some("https://a.internal/rpc"));
         assert!(Routes::parse("")
             .expect("empty ok")
             .backend_for("a.b")
@@ -201,7 +185,8 @@ mod tests {
             "family",
             "=http://x/",
             "family=ftp://x/",
-            "a=https://x/",
+            "a=https://",
+            "a=family:8080/rpc",
             "a=http://x/,a=http://y/",
             "a.b=http://x/",
         ] {

@@ -2,7 +2,7 @@
 //!
 //! One `tracing` subscriber built from layers: an `EnvFilter` from `LOG_LEVEL`, a text or
 //! JSON formatter (`LOG_FORMAT`), and an OpenTelemetry layer that exports spans over OTLP/HTTP
-//! when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (and `OTEL_SDK_DISABLED` is not `true`; the Rust
+//! or HTTPS (`otlp`: failures are counted and logged) when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (and `OTEL_SDK_DISABLED` is not `true`; the Rust
 //! SDK does not read that variable itself). The W3C trace-context propagator is installed
 //! explicitly: the SDK's default global propagator does nothing, and `traceparent` would
 //! silently vanish between Centrifugo's caller and identity-service.
@@ -11,7 +11,6 @@
 //! secrets, signatures or request bodies.
 
 use opentelemetry::trace::TracerProvider as _;
-use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
@@ -77,12 +76,8 @@ fn tracer_provider(settings: &Telemetry) -> Result<Option<SdkTracerProvider>, Te
     // The variable is the collector's base URL (as the OTel spec defines it); the HTTP
     // exporter wants the signal's own path.
     let url = format!("{}/v1/traces", endpoint.trim().trim_end_matches('/'));
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_endpoint(url)
-        .with_timeout(std::time::Duration::from_secs(5))
-        .build()
-        .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
+    let exporter = crate::otlp::span_exporter(url, std::time::Duration::from_secs(5))
+        .map_err(TelemetryError::Exporter)?;
     let provider = SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         // Follow the caller's sampling decision; sample new root traces at the configured ratio.

@@ -4,10 +4,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use secrecy::ExposeSecret;
+
+use super::secrets::{check_secret, load_file, SecretFiles, MIN_SECRET_BYTES};
 use super::value::Secret;
 use super::{
-    Auth, Fallback, GrpcTls, HttpServe, Identity, Listen, Negotiation, ProxyAuthMode, Settings,
-    Telemetry, FALLBACK_TTL_RANGE_S,
+    Auth, ClientIdentity, Fallback, GrpcTls, HttpServe, Identity, IdentityTls, Listen, Negotiation,
+    ProxyAuthMode, Settings, Telemetry, FALLBACK_TTL_RANGE_S,
 };
 use crate::config_error::{ConfigError, Problems};
 use crate::fallback::config::FallbackConfig;
@@ -26,44 +29,128 @@ pub(super) fn non_empty_path(raw: Option<&str>) -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-pub(super) fn auth(s: &Settings, p: &mut Problems) -> Auth {
-    let secrets: Vec<(&str, &Secret)> = [
-        ("CENTRIFUGO_PROXY_SECRET", &s.centrifugo_proxy_secret),
-        (
-            "CENTRIFUGO_PROXY_SECRET_PREVIOUS",
-            &s.centrifugo_proxy_secret_previous,
-        ),
-    ]
-    .into_iter()
-    .filter_map(|(var, secret)| secret.as_ref().filter(|s| !s.is_empty()).map(|s| (var, s)))
-    .collect();
-    let current_set = secrets
-        .first()
-        .is_some_and(|(var, _)| *var == "CENTRIFUGO_PROXY_SECRET");
-    if s.centrifugo_proxy_auth != ProxyAuthMode::None && !current_set {
-        p.push(
-            "CENTRIFUGO_PROXY_SECRET",
-            format!(
-                "required when CENTRIFUGO_PROXY_AUTH={} (set CENTRIFUGO_PROXY_AUTH=none explicitly to run without request authentication)",
-                s.centrifugo_proxy_auth.as_str()
-            ),
-        );
-    }
-    if s.centrifugo_proxy_auth == ProxyAuthMode::StaticHeader {
-        // The secret travels as an HTTP header value and is compared exactly.
-        for (var, secret) in &secrets {
-            if !secret.expose().iter().all(u8::is_ascii_graphic) {
-                p.push(
-                    var,
-                    "must be visible ASCII without spaces in static_header mode (it is sent as an HTTP header value)",
-                );
-            }
+/// One accepted secret: from its variable or from its file, never both.
+struct SecretSlot<'a> {
+    var: &'static str,
+    file_var: &'static str,
+    /// The variable's value, when set and not empty.
+    value: Option<&'a Secret>,
+    file: Option<PathBuf>,
+    /// The current secret must hold something; the previous one may be empty.
+    required: bool,
+}
+
+impl<'a> SecretSlot<'a> {
+    /// The secret as startup sees it, checked; problems name the variable it came from.
+    fn new(
+        var: &'static str,
+        file_var: &'static str,
+        value: Option<&'a Secret>,
+        file: Option<&str>,
+        required: bool,
+    ) -> Self {
+        Self {
+            var,
+            file_var,
+            value: value.filter(|v| !v.expose_secret().is_empty()),
+            file: non_empty_path(file),
+            required,
         }
     }
-    Auth {
-        mode: s.centrifugo_proxy_auth,
-        secrets: secrets.into_iter().map(|(_, s)| s.clone()).collect(),
+
+    fn resolve(&self, mode: ProxyAuthMode, p: &mut Problems) -> Option<Secret> {
+        match (self.value, &self.file) {
+            (Some(_), Some(_)) => {
+                p.push(
+                    self.file_var,
+                    format!(
+                        "{} and {} are both set; set only one of them",
+                        self.var, self.file_var
+                    ),
+                );
+                None
+            }
+            (Some(value), None) => match check_secret(mode, value) {
+                Ok(()) => Some(value.clone()),
+                Err(e) => {
+                    p.push(self.var, e);
+                    None
+                }
+            },
+            (None, Some(path)) => match load_file(mode, path) {
+                Ok(Some(secret)) => Some(secret),
+                Ok(None) => {
+                    // An empty previous file is "no previous secret"; an empty current one
+                    // leaves nothing to check against.
+                    if self.required && mode != ProxyAuthMode::None {
+                        p.push(self.file_var, format!("{} is empty", path.display()));
+                    }
+                    None
+                }
+                Err(e) => {
+                    p.push(self.file_var, e);
+                    None
+                }
+            },
+            (None, None) => None,
+        }
     }
+}
+
+pub(super) fn auth(s: &Settings, p: &mut Problems) -> Auth {
+    let mode = s.centrifugo_proxy_auth;
+    let current = SecretSlot::new(
+        "CENTRIFUGO_PROXY_SECRET",
+        "CENTRIFUGO_PROXY_SECRET_FILE",
+        s.centrifugo_proxy_secret.as_ref(),
+        s.centrifugo_proxy_secret_file.as_deref(),
+        true,
+    );
+    let previous = SecretSlot::new(
+        "CENTRIFUGO_PROXY_SECRET_PREVIOUS",
+        "CENTRIFUGO_PROXY_SECRET_PREVIOUS_FILE",
+        s.centrifugo_proxy_secret_previous.as_ref(),
+        s.centrifugo_proxy_secret_previous_file.as_deref(),
+        false,
+    );
+    let current_secret = current.resolve(mode, p);
+    let previous_secret = previous.resolve(mode, p);
+    // A rotation swaps both at once; one from a file and one from a variable cannot be.
+    if current.file.is_some() && previous.value.is_some() {
+        p.push(previous.var, MIXED_SOURCES);
+    } else if current.value.is_some() && previous.file.is_some() {
+        p.push(previous.file_var, MIXED_SOURCES);
+    }
+    if mode != ProxyAuthMode::None && current.value.is_none() && current.file.is_none() {
+        p.push(current.var, missing_secret_message(mode));
+    }
+    let files = match (mode, &current.file) {
+        (ProxyAuthMode::None, _) | (_, None) => None,
+        (_, Some(path)) => Some(SecretFiles {
+            current: path.clone(),
+            previous: previous.file.clone(),
+        }),
+    };
+    Auth {
+        mode,
+        secrets: current_secret.into_iter().chain(previous_secret).collect(),
+        files,
+    }
+}
+
+const MIXED_SOURCES: &str = "the current and the previous secret must both come from files (CENTRIFUGO_PROXY_SECRET_FILE, CENTRIFUGO_PROXY_SECRET_PREVIOUS_FILE) or both from variables";
+
+/// Why a secret is needed, and which mode stock Centrifugo can use: it signs nothing, so the
+/// default `hmac` needs a signer in front, and an operator who has none needs
+/// `static_header`, not `none`.
+fn missing_secret_message(mode: ProxyAuthMode) -> String {
+    let mode_note = match mode {
+        ProxyAuthMode::Hmac => "required when CENTRIFUGO_PROXY_AUTH=hmac (the default), which checks an HMAC signature that only a signer in front of this service adds: stock Centrifugo signs nothing. With stock Centrifugo use CENTRIFUGO_PROXY_AUTH=static_header, its mode (Centrifugo sends the secret itself via http.static_headers or grpc.static_metadata)",
+        ProxyAuthMode::StaticHeader | ProxyAuthMode::None => "required when CENTRIFUGO_PROXY_AUTH=static_header (Centrifugo sends it via http.static_headers or grpc.static_metadata)",
+    };
+    format!(
+        "{mode_note}. Set CENTRIFUGO_PROXY_SECRET or CENTRIFUGO_PROXY_SECRET_FILE (at least {MIN_SECRET_BYTES} bytes); only for local development, CENTRIFUGO_PROXY_AUTH=none runs without request authentication"
+    )
 }
 
 pub(super) fn identity(s: &Settings, p: &mut Problems) -> Option<Identity> {
@@ -81,12 +168,109 @@ pub(super) fn identity(s: &Settings, p: &mut Problems) -> Option<Identity> {
         &s.identity_validate_grpc_address,
         s.identity_validate_negotiation_type,
     ))?;
+    let tls = identity_tls(s, uri.scheme_str() == Some("https"), p);
     Some(Identity {
-        tls: uri.scheme_str() == Some("https"),
+        tls,
         uri,
         deadline: Duration::from_millis(s.identity_validate_deadline_ms),
         probe_interval: Duration::from_millis(s.identity_probe_interval_ms),
     })
+}
+
+/// The identity-service TLS settings (`None`: plaintext), with the files read now so that a
+/// bad mount fails startup and `check-config`, naming its variable.
+fn identity_tls(s: &Settings, tls: bool, p: &mut Problems) -> Option<IdentityTls> {
+    const CA: &str = "IDENTITY_VALIDATE_TLS_CA_PATH";
+    const CERT: &str = "IDENTITY_VALIDATE_TLS_CERT_PATH";
+    const KEY: &str = "IDENTITY_VALIDATE_TLS_KEY_PATH";
+    const NAME: &str = "IDENTITY_VALIDATE_TLS_SERVER_NAME";
+    let ca = non_empty_path(s.identity_validate_tls_ca_path.as_deref());
+    let cert = non_empty_path(s.identity_validate_tls_cert_path.as_deref());
+    let key = non_empty_path(s.identity_validate_tls_key_path.as_deref());
+    let server_name = s
+        .identity_validate_tls_server_name
+        .as_deref()
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(str::to_owned);
+    if !tls {
+        for (var, set) in [
+            (CA, ca.is_some()),
+            (CERT, cert.is_some()),
+            (KEY, key.is_some()),
+            (NAME, server_name.is_some()),
+        ] {
+            if set {
+                p.push(
+                    var,
+                    "set, but identity-service is reached in plaintext: set IDENTITY_VALIDATE_NEGOTIATION_TYPE=tls (or an https:// address)",
+                );
+            }
+        }
+        return None;
+    }
+    let ca_pem = ca.and_then(|path| p.take(read_pem(CA, &path, PemKind::Certificates)));
+    let client = match (cert, key) {
+        (Some(cert), Some(key)) => {
+            let cert_pem = p.take(read_pem(CERT, &cert, PemKind::Certificates));
+            let key_pem = p.take(read_pem(KEY, &key, PemKind::PrivateKey));
+            cert_pem
+                .zip(key_pem)
+                .map(|(cert_pem, key_pem)| ClientIdentity {
+                    cert_pem,
+                    key_pem: key_pem.into(),
+                })
+        }
+        (Some(_), None) => {
+            p.push(
+                KEY,
+                format!("required with {CERT} (the client certificate's key)"),
+            );
+            None
+        }
+        (None, Some(_)) => {
+            p.push(CERT, format!("required with {KEY}"));
+            None
+        }
+        (None, None) => None,
+    };
+    Some(IdentityTls {
+        ca_pem,
+        client,
+        server_name,
+    })
+}
+
+#[derive(Clone, Copy)]
+enum PemKind {
+    Certificates,
+    PrivateKey,
+}
+
+/// Reads a PEM file and checks that it holds what it should; the error names `var`.
+fn read_pem(var: &str, path: &std::path::Path, kind: PemKind) -> Result<Vec<u8>, ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bytes = std::fs::read(path)
+        .map_err(|e| ConfigError::new(var, format!("cannot read {}: {e}", path.display())))?;
+    let valid = match kind {
+        PemKind::Certificates => {
+            let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&bytes).collect();
+            certs.is_ok_and(|c| !c.is_empty())
+        }
+        PemKind::PrivateKey => PrivateKeyDer::from_pem_slice(&bytes).is_ok(),
+    };
+    if !valid {
+        let what = match kind {
+            PemKind::Certificates => "PEM certificates",
+            PemKind::PrivateKey => "a PEM private key",
+        };
+        return Err(ConfigError::new(
+            var,
+            format!("{} does not hold {what}", path.display()),
+        ));
+    }
+    Ok(bytes)
 }
 
 /// The identity-service URI with a scheme that matches the negotiation type.
@@ -276,16 +460,21 @@ pub(super) fn grpc_tls(s: &Settings, p: &mut Problems) -> Option<GrpcTls> {
     }
 }
 
-pub(super) fn telemetry(s: &Settings) -> Telemetry {
+pub(super) fn telemetry(s: &Settings, p: &mut Problems) -> Telemetry {
+    let otlp_endpoint = s
+        .otel_exporter_otlp_endpoint
+        .as_deref()
+        .map(str::trim)
+        .filter(|e| !e.is_empty() && !s.otel_sdk_disabled)
+        .map(str::to_owned);
+    // The exporter speaks OTLP/HTTP; any other scheme would fail on every export.
+    if let Some(Err(e)) = otlp_endpoint.as_deref().map(crate::tls::check_http_url) {
+        p.push("OTEL_EXPORTER_OTLP_ENDPOINT", e);
+    }
     Telemetry {
         log_level: s.log_level.clone(),
         log_format: s.log_format,
-        otlp_endpoint: s
-            .otel_exporter_otlp_endpoint
-            .as_deref()
-            .map(str::trim)
-            .filter(|e| !e.is_empty() && !s.otel_sdk_disabled)
-            .map(str::to_owned),
+        otlp_endpoint,
         service_name: s.otel_service_name.clone(),
         sampler_ratio: s.otel_traces_sampler_arg,
     }

@@ -7,6 +7,7 @@
 //! an operator looking at a Deployment manifest, not at this code.
 
 mod checks;
+pub mod secrets;
 mod settings;
 pub(crate) mod value;
 
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use crate::config_error::{ConfigError, ConfigErrors};
+pub use secrets::SecretFiles;
 pub use settings::Settings;
 use value::env_enum;
 pub use value::Secret;
@@ -118,7 +120,10 @@ pub struct GrpcTls {
 #[derive(Debug, Clone)]
 pub struct Auth {
     pub mode: ProxyAuthMode,
+    /// As read at startup.
     pub secrets: Vec<Secret>,
+    /// Set when the secrets come from files: they are re-read while running.
+    pub files: Option<SecretFiles>,
 }
 
 /// The bounds every proxy call is held to, whatever the client does.
@@ -142,9 +147,28 @@ pub struct HttpServe {
 #[derive(Debug, Clone)]
 pub struct Identity {
     pub uri: tonic::transport::Uri,
-    pub tls: bool,
+    /// `None`: plaintext.
+    pub tls: Option<IdentityTls>,
     pub deadline: Duration,
     pub probe_interval: Duration,
+}
+
+/// TLS to identity-service, files already read.
+#[derive(Debug, Clone)]
+pub struct IdentityTls {
+    /// PEM CA bundle (`IDENTITY_VALIDATE_TLS_CA_PATH`); `None`: the webpki roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// The client certificate for mTLS.
+    pub client: Option<ClientIdentity>,
+    /// `IDENTITY_VALIDATE_TLS_SERVER_NAME`; `None`: the address's host.
+    pub server_name: Option<String>,
+}
+
+/// A PEM certificate chain and its private key; the key's `Debug` shows no content.
+#[derive(Debug, Clone)]
+pub struct ClientIdentity {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: secrecy::SecretSlice<u8>,
 }
 
 #[derive(Debug, Clone)]
@@ -251,6 +275,7 @@ impl Config {
             p.push("OTEL_TRACES_SAMPLER_ARG", "must be between 0.0 and 1.0");
         }
         let listen = listen(s, &mut p);
+        let telemetry = telemetry(s, &mut p);
         p.finish(|| Self {
             listen: listen.unwrap_or_else(|| unreachable!("errors were reported")),
             auth,
@@ -280,7 +305,7 @@ impl Config {
             },
             drain_delay: Duration::from_millis(s.shutdown_drain_delay_ms),
             shutdown_timeout: Duration::from_millis(s.shutdown_timeout_ms),
-            telemetry: telemetry(s),
+            telemetry,
         })
     }
 }

@@ -60,10 +60,17 @@ settings_table! {
 
     /// `CENTRIFUGO_PROXY_AUTH`: `hmac` (default) | `static_header` | `none`.
     centrifugo_proxy_auth: ProxyAuthMode = "CENTRIFUGO_PROXY_AUTH", ProxyAuthMode::Hmac;
-    /// `CENTRIFUGO_PROXY_SECRET`: required unless the mode is `none`.
+    /// `CENTRIFUGO_PROXY_SECRET`: required unless the mode is `none` (or the secret comes from
+    /// `CENTRIFUGO_PROXY_SECRET_FILE`); at least 16 bytes.
     centrifugo_proxy_secret: Option<Secret> = "CENTRIFUGO_PROXY_SECRET", None;
     /// `CENTRIFUGO_PROXY_SECRET_PREVIOUS`: also accepted, for rotation without downtime.
     centrifugo_proxy_secret_previous: Option<Secret> = "CENTRIFUGO_PROXY_SECRET_PREVIOUS", None;
+    /// `CENTRIFUGO_PROXY_SECRET_FILE`: a file holding the secret (a mounted Secret), re-read
+    /// while running; excludes `CENTRIFUGO_PROXY_SECRET`.
+    centrifugo_proxy_secret_file: Option<String> = "CENTRIFUGO_PROXY_SECRET_FILE", None;
+    /// `CENTRIFUGO_PROXY_SECRET_PREVIOUS_FILE`: the previous secret from a file (empty file:
+    /// none); excludes `CENTRIFUGO_PROXY_SECRET_PREVIOUS`.
+    centrifugo_proxy_secret_previous_file: Option<String> = "CENTRIFUGO_PROXY_SECRET_PREVIOUS_FILE", None;
     /// `PROXY_MAX_BODY_BYTES`, default 65536 bytes; larger bodies answer 413 (HTTP) or 107
     /// (gRPC).
     proxy_max_body_bytes: usize = "PROXY_MAX_BODY_BYTES", 65536;
@@ -91,6 +98,16 @@ settings_table! {
     identity_validate_grpc_address: String = "IDENTITY_VALIDATE_GRPC_ADDRESS", "localhost:50051".into();
     /// `IDENTITY_VALIDATE_NEGOTIATION_TYPE`: `plaintext` (default) | `tls`.
     identity_validate_negotiation_type: Negotiation = "IDENTITY_VALIDATE_NEGOTIATION_TYPE", Negotiation::Plaintext;
+    /// `IDENTITY_VALIDATE_TLS_CA_PATH`: PEM CA bundle that signs identity-service's
+    /// certificate (instead of the public roots); needs `tls` negotiation.
+    identity_validate_tls_ca_path: Option<String> = "IDENTITY_VALIDATE_TLS_CA_PATH", None;
+    /// `IDENTITY_VALIDATE_TLS_CERT_PATH`: PEM client certificate chain for mTLS.
+    identity_validate_tls_cert_path: Option<String> = "IDENTITY_VALIDATE_TLS_CERT_PATH", None;
+    /// `IDENTITY_VALIDATE_TLS_KEY_PATH`: PEM private key of the client certificate.
+    identity_validate_tls_key_path: Option<String> = "IDENTITY_VALIDATE_TLS_KEY_PATH", None;
+    /// `IDENTITY_VALIDATE_TLS_SERVER_NAME`: the name identity-service's certificate is checked
+    /// against (and sent as SNI); default: the address's host.
+    identity_validate_tls_server_name: Option<String> = "IDENTITY_VALIDATE_TLS_SERVER_NAME", None;
     /// `IDENTITY_VALIDATE_DEADLINE_MS`, default 2500 ms: sent as `grpc-timeout` and enforced
     /// locally.
     identity_validate_deadline_ms: u64 = "IDENTITY_VALIDATE_DEADLINE_MS", 2500;

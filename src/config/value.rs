@@ -1,8 +1,6 @@
 //! How one environment variable's text becomes a typed value, and how that value is shown in
 //! `check-config`. A type decides both, so a secret type cannot be printed by mistake.
 
-use std::fmt;
-
 /// A value read from one environment variable.
 pub trait EnvValue: Sized {
     /// Parses the raw text; the error says what is wrong (the caller prefixes the variable).
@@ -63,31 +61,17 @@ impl<T: EnvValue> EnvValue for Option<T> {
     }
 }
 
-/// A secret string: never printed, not even by `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &[u8] {
-        self.0.as_bytes()
-    }
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(<redacted>)")
-    }
-}
+/// A secret string, held in a `secrecy` box: zeroed on drop, `Debug` prints no content, and
+/// `check-config` shows `<redacted>`.
+pub type Secret = secrecy::SecretString;
 
 impl EnvValue for Secret {
     fn parse(raw: &str) -> Result<Self, String> {
-        Ok(Self(raw.to_owned()))
+        Ok(Secret::from(raw))
     }
     fn render(&self) -> String {
-        if self.is_empty() {
+        use secrecy::ExposeSecret;
+        if self.expose_secret().is_empty() {
             "<unset>".into()
         } else {
             "<redacted>".into()
@@ -105,8 +89,8 @@ impl RedisUrl {
     }
 }
 
-impl fmt::Debug for RedisUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.render())
     }
 }
@@ -188,6 +172,12 @@ mod tests {
         let s = Secret::parse("hunter2-hunter2").expect("secret");
         assert_eq!(s.render(), "<redacted>");
         assert!(!format!("{s:?}").contains("hunter2"));
+        assert_eq!(
+            Option::<Secret>::parse("hunter2-hunter2")
+                .expect("set")
+                .render(),
+            "<redacted>"
+        );
         assert_eq!(Secret::parse("").expect("empty").render(), "<unset>");
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use opentelemetry::propagation::Injector;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -44,7 +44,8 @@ pub struct IdentityClient {
 }
 
 impl IdentityClient {
-    /// Builds the lazily connecting client. Fails only on TLS configuration errors.
+    /// Builds the lazily connecting client. Fails only on TLS configuration errors (files
+    /// that parse as PEM but that rustls cannot use).
     pub fn new(
         config: &config::Identity,
         metrics: Metrics,
@@ -57,8 +58,8 @@ impl IdentityClient {
             // Notice a silently dead connection between calls instead of on the next ticket.
             .http2_keep_alive_interval(Duration::from_secs(30))
             .keep_alive_timeout(Duration::from_secs(10));
-        if config.tls {
-            endpoint = endpoint.tls_config(ClientTlsConfig::new().with_webpki_roots())?;
+        if let Some(tls) = &config.tls {
+            endpoint = endpoint.tls_config(tls_config(tls))?;
         }
         Ok(Self {
             client: ConnectProxyServiceClient::new(endpoint.connect_lazy()),
@@ -119,6 +120,28 @@ impl IdentityClient {
         .instrument(span)
         .await
     }
+}
+
+/// A custom CA replaces the public roots (an internal CA should not be trusted alongside
+/// every public one for this connection); a client certificate is presented when the server
+/// asks for one (mTLS).
+fn tls_config(tls: &config::IdentityTls) -> ClientTlsConfig {
+    use secrecy::ExposeSecret;
+    let mut config = ClientTlsConfig::new();
+    config = match &tls.ca_pem {
+        Some(ca) => config.ca_certificate(Certificate::from_pem(ca)),
+        None => config.with_webpki_roots(),
+    };
+    if let Some(client) = &tls.client {
+        config = config.identity(Identity::from_pem(
+            &client.cert_pem,
+            client.key_pem.expose_secret(),
+        ));
+    }
+    if let Some(name) = &tls.server_name {
+        config = config.domain_name(name.clone());
+    }
+    config
 }
 
 fn deadline_exceeded() -> tonic::Status {

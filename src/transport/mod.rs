@@ -4,4 +4,5 @@
 
 pub mod grpc;
 pub mod http;
-mod secret;
+pub mod secret;
+pub mod secret_files;

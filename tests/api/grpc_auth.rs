@@ -99,12 +99,18 @@ async fn the_secret_is_checked_before_the_size_limit() {
 #[tokio::test]
 async fn the_previous_secret_is_accepted_during_a_rotation() {
     let app = spawn_app_with(|c| {
-        c.set("CENTRIFUGO_PROXY_SECRET_PREVIOUS", "old-grpc-secret");
+        c.set(
+            "CENTRIFUGO_PROXY_SECRET_PREVIOUS",
+            "old-grpc-secret-0123456789",
+        );
     })
     .await;
     let subscribe = Call::new("u-grot", Some(&crate::replies::default_meta("u-grot")))
         .channel("broadcast:news");
-    for (i, secret) in [SECRET, "old-grpc-secret"].into_iter().enumerate() {
+    for (i, secret) in [SECRET, "old-grpc-secret-0123456789"]
+        .into_iter()
+        .enumerate()
+    {
         let ticket = format!("grpc-rot-{i}");
         app.identity
             .add_ticket(&ticket, Scripted::success("u-grot"));

@@ -15,7 +15,8 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub const SECRET: &str = "test-secret";
+/// At least 16 bytes: shorter proxy secrets are refused.
+pub const SECRET: &str = "test-secret-0123456789";
 /// Short enough that stall tests finish quickly; the window (manual clock) is independent.
 pub const DEADLINE_MS: u64 = 300;
 pub const WINDOW_MS: u64 = 5000;
@@ -178,6 +179,30 @@ pub async fn spawn_app_against(
         server: Some(server),
         _pool_dir: pool_dir,
     }
+}
+
+/// A gRPC connect request carrying `ticket`, with `secret` in the metadata Centrifugo's
+/// `grpc.static_metadata` fills.
+pub fn grpc_connect_request(
+    ticket: &str,
+    secret: &str,
+) -> tonic::Request<realtime_service::transport::grpc::proto::ConnectRequest> {
+    let mut request =
+        tonic::Request::new(realtime_service::transport::grpc::proto::ConnectRequest {
+            client: "9c5f9e2b-2d6f-4c1b-8d57-1d2a4f0e7a11".into(),
+            transport: "websocket".into(),
+            protocol: "json".into(),
+            encoding: "json".into(),
+            data: serde_json::json!({"token": ticket})
+                .to_string()
+                .into_bytes(),
+            ..Default::default()
+        });
+    request.metadata_mut().insert(
+        realtime_service::transport::grpc::SECRET_METADATA,
+        tonic::metadata::MetadataValue::try_from(secret).expect("a secret is visible ASCII"),
+    );
+    request
 }
 
 /// A Centrifugo-shaped connect body carrying `ticket`.

@@ -29,5 +29,7 @@ mod proxies_sub_refresh;
 mod proxies_subscribe;
 mod proxies_support;
 mod replies;
+mod secret_files;
 mod smoke;
+mod tls;
 mod trace_context;

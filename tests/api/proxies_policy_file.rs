@@ -210,7 +210,7 @@ fn bad_policies() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
 
 fn settings_with_policy(path: &str) -> Settings {
     Settings::from_pairs([
-        ("CENTRIFUGO_PROXY_SECRET", "s"),
+        ("CENTRIFUGO_PROXY_SECRET", "policy-test-secret-0123"),
         ("LISTEN_HOST", "127.0.0.1"),
         ("LISTEN_PORT", "0"),
         ("CHANNEL_POLICY_PATH", path),

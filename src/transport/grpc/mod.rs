@@ -26,9 +26,9 @@ use tonic::{Request, Response, Status};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
+use super::http::auth::ProxyAuth;
 use super::http::limits::InflightLimit;
-use super::secret::SecretDigests;
-use crate::config::{Auth, ConfigError, GrpcTls, ProxyAuthMode};
+use crate::config::{ConfigError, GrpcTls};
 use crate::metrics::Metrics;
 use crate::proxy::{ProxyKind, Reply, Transport::Grpc};
 use crate::service::ProxyService;
@@ -41,8 +41,8 @@ pub const SECRET_METADATA: &str = "x-centrifugo-proxy-secret";
 /// The `CentrifugoProxy` service.
 pub struct GrpcProxy {
     service: ProxyService,
-    /// `None`: `CENTRIFUGO_PROXY_AUTH=none`.
-    secrets: Option<SecretDigests>,
+    /// The same check (and secrets) as the HTTP edge.
+    auth: ProxyAuth,
     max_message_bytes: usize,
     metrics: Metrics,
     /// `PROXY_MAX_INFLIGHT`, shared with HTTP: the same bound on work in progress.
@@ -50,16 +50,17 @@ pub struct GrpcProxy {
 }
 
 impl GrpcProxy {
+    /// `auth` is the HTTP edge's check, cloned: both share one set of secrets.
     pub fn new(
         service: ProxyService,
-        auth: &Auth,
+        auth: ProxyAuth,
         max_message_bytes: usize,
         inflight: InflightLimit,
     ) -> Self {
         let metrics = service.metrics().clone();
         Self {
             service,
-            secrets: (auth.mode != ProxyAuthMode::None).then(|| SecretDigests::new(&auth.secrets)),
+            auth,
             max_message_bytes,
             metrics,
             inflight,
@@ -121,10 +122,7 @@ impl GrpcProxy {
     }
 
     fn authenticate(&self, metadata: &MetadataMap) -> Result<(), crate::proxy::AuthFailure> {
-        let Some(secrets) = &self.secrets else {
-            return Ok(());
-        };
-        secrets.check(
+        self.auth.check_metadata(
             metadata
                 .get_all(SECRET_METADATA)
                 .iter()

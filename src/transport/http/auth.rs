@@ -11,67 +11,60 @@
 use std::fmt;
 
 use axum::http::HeaderMap;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use hmac::Mac;
 
 use crate::config::{Auth, ProxyAuthMode};
 pub use crate::proxy::AuthFailure;
-use crate::transport::secret::{check_shape, SecretDigests};
+use crate::transport::secret::{check_shape, HmacSha256, SharedSecrets};
 
 pub const SIGNATURE_HEADER: &str = "x-centrifugo-proxy-signature";
 pub const SECRET_HEADER: &str = "x-centrifugo-proxy-secret";
 
-type HmacSha256 = Hmac<Sha256>;
-
-/// The configured check, with keys prepared once.
+/// The configured check. The secrets are shared with the gRPC listener and swapped by the
+/// file watcher.
 #[derive(Clone)]
-pub enum ProxyAuth {
-    /// Keyed MACs, current first: cloning a keyed MAC skips re-hashing the key per request.
-    Hmac(Vec<HmacSha256>),
-    /// The secret itself in a header.
-    StaticHeader(SecretDigests),
-    None,
+pub struct ProxyAuth {
+    mode: ProxyAuthMode,
+    secrets: SharedSecrets,
 }
 
 impl fmt::Debug for ProxyAuth {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.mode().as_str())
+        f.write_str(self.mode.as_str())
     }
 }
 
 impl ProxyAuth {
+    /// The check with the configured secrets. Clones share them: a swap through
+    /// `secrets()` reaches every clone.
     pub fn new(config: &Auth) -> Self {
-        let secrets = &config.secrets;
-        match config.mode {
-            ProxyAuthMode::Hmac => Self::Hmac(
-                secrets
-                    .iter()
-                    .filter_map(|s| HmacSha256::new_from_slice(s.expose()).ok())
-                    .collect(),
-            ),
-            ProxyAuthMode::StaticHeader => Self::StaticHeader(SecretDigests::new(secrets)),
-            ProxyAuthMode::None => Self::None,
+        Self {
+            mode: config.mode,
+            secrets: SharedSecrets::new(&config.secrets),
         }
     }
 
     pub fn mode(&self) -> ProxyAuthMode {
-        match self {
-            Self::Hmac(_) => ProxyAuthMode::Hmac,
-            Self::StaticHeader(_) => ProxyAuthMode::StaticHeader,
-            Self::None => ProxyAuthMode::None,
-        }
+        self.mode
+    }
+
+    /// The secrets this check uses, to share with the other transport and the watcher.
+    pub fn secrets(&self) -> &SharedSecrets {
+        &self.secrets
     }
 
     /// Checks that can run before the body is read: in static mode the whole check, in HMAC
     /// mode the header's presence and shape (so junk is refused before reading a body).
     /// Returns the decoded signature for `verify_body`.
     pub fn check_headers(&self, headers: &HeaderMap) -> Result<Option<[u8; 32]>, AuthFailure> {
-        match self {
-            Self::None => Ok(None),
-            Self::StaticHeader(accepted) => accepted
-                .check(headers.get_all(SECRET_HEADER).iter().map(|v| v.as_bytes()))
+        match self.mode {
+            ProxyAuthMode::None => Ok(None),
+            ProxyAuthMode::StaticHeader => self
+                .secrets
+                .current()
+                .check_secret(headers.get_all(SECRET_HEADER).iter().map(|v| v.as_bytes()))
                 .map(|()| None),
-            Self::Hmac(_) => {
+            ProxyAuthMode::Hmac => {
                 let value = single_header(headers, SIGNATURE_HEADER)?;
                 let mut signature = [0u8; 32];
                 hex::decode_to_slice(value, &mut signature).map_err(|_| AuthFailure::Malformed)?;
@@ -86,21 +79,24 @@ impl ProxyAuth {
         signature: Option<&[u8; 32]>,
         body: &[u8],
     ) -> Result<(), AuthFailure> {
-        let Self::Hmac(keys) = self else {
+        if self.mode != ProxyAuthMode::Hmac {
             return Ok(());
-        };
-        let signature = signature.ok_or(AuthFailure::Missing)?;
-        let mut matched = false;
-        for key in keys {
-            let mut mac = key.clone();
-            mac.update(body);
-            // `verify_slice` compares in constant time.
-            matched |= mac.verify_slice(signature).is_ok();
         }
-        if matched {
-            Ok(())
-        } else {
-            Err(AuthFailure::Mismatch)
+        let signature = signature.ok_or(AuthFailure::Missing)?;
+        self.secrets.current().verify_hmac(signature, body)
+    }
+
+    /// The gRPC check: the secret itself in metadata, in every mode but `none` (nobody signs
+    /// a protobuf body).
+    pub fn check_metadata<'v>(
+        &self,
+        values: impl Iterator<Item = &'v [u8]>,
+    ) -> Result<(), AuthFailure> {
+        match self.mode {
+            ProxyAuthMode::None => Ok(()),
+            ProxyAuthMode::Hmac | ProxyAuthMode::StaticHeader => {
+                self.secrets.current().check_secret(values)
+            }
         }
     }
 }
@@ -131,10 +127,13 @@ mod tests {
     use super::*;
     use axum::http::HeaderValue;
 
+    const CURRENT: &str = "current-secret-0123";
+    const OLD: &str = "old-secret-0123456";
+
     fn auth(mode: &str, previous: Option<&str>) -> ProxyAuth {
         let mut pairs = vec![
             ("CENTRIFUGO_PROXY_AUTH", mode.to_owned()),
-            ("CENTRIFUGO_PROXY_SECRET", "current".to_owned()),
+            ("CENTRIFUGO_PROXY_SECRET", CURRENT.to_owned()),
         ];
         if let Some(p) = previous {
             pairs.push(("CENTRIFUGO_PROXY_SECRET_PREVIOUS", p.to_owned()));
@@ -161,12 +160,12 @@ mod tests {
 
     #[test]
     fn hmac_accepts_either_case_and_the_previous_secret() {
-        let a = auth("hmac", Some("old"));
+        let a = auth("hmac", Some(OLD));
         let body = br#"{"client":"c"}"#;
-        let sig = sign(b"current", body);
+        let sig = sign(CURRENT.as_bytes(), body);
         assert_eq!(hmac_check(&a, &[&sig], body), Ok(()));
         assert_eq!(hmac_check(&a, &[&sig.to_uppercase()], body), Ok(()));
-        assert_eq!(hmac_check(&a, &[&sign(b"old", body)], body), Ok(()));
+        assert_eq!(hmac_check(&a, &[&sign(OLD.as_bytes(), body)], body), Ok(()));
         assert_eq!(
             hmac_check(&a, &[&sign(b"other", body)], body),
             Err(AuthFailure::Mismatch)
@@ -182,7 +181,7 @@ mod tests {
     fn hmac_rejects_missing_and_malformed_headers() {
         let a = auth("hmac", None);
         let body = b"{}";
-        let sig = sign(b"current", body);
+        let sig = sign(CURRENT.as_bytes(), body);
         assert_eq!(hmac_check(&a, &[], body), Err(AuthFailure::Missing));
         assert_eq!(hmac_check(&a, &[""], body), Err(AuthFailure::Malformed));
         assert_eq!(hmac_check(&a, &["zz"], body), Err(AuthFailure::Malformed));
@@ -202,16 +201,16 @@ mod tests {
 
     #[test]
     fn static_header_compares_the_secret() {
-        let a = auth("static_header", Some("old"));
+        let a = auth("static_header", Some(OLD));
         let check = |values: &[&str]| a.check_headers(&headers(SECRET_HEADER, values)).map(|_| ());
-        assert_eq!(check(&["current"]), Ok(()));
-        assert_eq!(check(&["old"]), Ok(()));
-        assert_eq!(check(&["curren"]), Err(AuthFailure::Mismatch));
+        assert_eq!(check(&[CURRENT]), Ok(()));
+        assert_eq!(check(&[OLD]), Ok(()));
+        assert_eq!(check(&[&CURRENT[1..]]), Err(AuthFailure::Mismatch));
         assert_eq!(check(&[]), Err(AuthFailure::Missing));
-        assert_eq!(check(&["current", "current"]), Err(AuthFailure::Malformed));
+        assert_eq!(check(&[CURRENT, CURRENT]), Err(AuthFailure::Malformed));
         // A signature header does not satisfy static mode.
         assert_eq!(
-            a.check_headers(&headers(SIGNATURE_HEADER, &["current"]))
+            a.check_headers(&headers(SIGNATURE_HEADER, &[CURRENT]))
                 .map(|_| ()),
             Err(AuthFailure::Missing)
         );

@@ -1,0 +1,123 @@
+//! TLS for the service's outgoing HTTP clients (rpc backends, the OTLP exporter): rustls with
+//! the ring provider (the one tonic already carries) and the webpki root certificates, so an
+//! `https://` URL works in a distroless image that has no system certificate store.
+//!
+//! reqwest is built without a bundled crypto provider (its default would add aws-lc), so any
+//! reqwest client built in this process needs ring installed as rustls' process default
+//! first: `install_crypto_provider` does that once, and `Application` calls it.
+
+use std::sync::{Arc, Once};
+use std::time::Duration;
+
+/// Makes ring rustls' process-wide default, once. A provider installed earlier by someone
+/// else is kept (installing is first-wins).
+pub fn install_crypto_provider() {
+    static INSTALL: Once = Once::new();
+    INSTALL.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// Client TLS: ring, the webpki roots, HTTP/1.1 (the only protocol these clients speak).
+pub fn client_config() -> rustls::ClientConfig {
+    let roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    // The ring provider supports every safe default version, so this cannot fail.
+    .unwrap_or_else(|_| unreachable!("ring supports TLS 1.2 and 1.3"))
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config
+}
+
+/// The async client for rpc backends: one pool, the whole-call deadline, direct connections.
+pub fn http_client(deadline: Duration) -> Result<reqwest::Client, reqwest::Error> {
+    install_crypto_provider();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(client_config())
+        .timeout(deadline)
+        .connect_timeout(deadline)
+        // Backends are addressed directly; an HTTP_PROXY variable must not reroute them.
+        .no_proxy()
+        .build()
+}
+
+/// The blocking client the OTLP exporter runs on its own thread. Built on a fresh thread:
+/// a blocking reqwest client must not be created (or dropped) on an async runtime thread.
+pub fn blocking_http_client(timeout: Duration) -> Result<reqwest::blocking::Client, String> {
+    install_crypto_provider();
+    std::thread::Builder::new()
+        .name("otlp-client-init".into())
+        .spawn(move || {
+            reqwest::blocking::Client::builder()
+                .tls_backend_preconfigured(client_config())
+                .timeout(timeout)
+                .connect_timeout(timeout)
+                .build()
+                .map_err(|e| e.to_string())
+        })
+        .map_err(|e| e.to_string())?
+        .join()
+        .map_err(|_| "the thread building the HTTP client panicked".to_owned())?
+}
+
+/// The URL schemes the HTTP clients can use.
+pub const HTTP_SCHEMES: &[&str] = &["http", "https"];
+
+/// Checks that `url` is an absolute `http://` or `https://` URL with a host; the message
+/// says what is wrong (the caller names the variable).
+pub fn check_http_url(url: &str) -> Result<(), String> {
+    let uri: axum::http::Uri = url
+        .parse()
+        .map_err(|e| format!("{url:?} is not a URL ({e})"))?;
+    match uri.scheme_str() {
+        Some(scheme) if HTTP_SCHEMES.contains(&scheme) => {}
+        Some(scheme) => {
+            return Err(format!(
+                "{url:?}: scheme {scheme:?} is not supported; use http:// or https://"
+            ))
+        }
+        None => return Err(format!("{url:?} has no scheme; use http:// or https://")),
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return Err(format!("{url:?} has no host"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_http_and_https_urls_with_a_host_pass() {
+        for good in [
+            "http://x/",
+            "https://collector:4318",
+            "http://127.0.0.1:9/p",
+        ] {
+            assert_eq!(check_http_url(good), Ok(()), "{good}");
+        }
+        for bad in [
+            "ftp://x/",
+            "collector:4318",
+            "grpc://x",
+            "https://",
+            "/v1/traces",
+            "",
+        ] {
+            assert!(check_http_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn clients_build_with_the_ring_provider() {
+        http_client(Duration::from_secs(1)).expect("async client");
+        blocking_http_client(Duration::from_secs(1)).expect("blocking client");
+    }
+}

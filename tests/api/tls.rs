@@ -1,0 +1,248 @@
+//! TLS on the way out: identity-service over TLS with a private CA (cert-manager style) and
+//! mutual TLS, against a real tonic TLS server with certificates made in the test; and the
+//! HTTP clients (rpc backends) speaking TLS to `https://` URLs.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+use serde_json::json;
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tonic::{Request, Response, Status};
+
+use crate::helpers::{spawn_app_with, TempDir, TestApp};
+use crate::proxies_support::request;
+use crate::replies::{meta, rpc_internal, unavailable};
+use realtime_service::demo::identity::success;
+use realtime_service::identity::proto::connect_proxy_service_server::{
+    ConnectProxyService, ConnectProxyServiceServer,
+};
+use realtime_service::identity::proto::{SubscriptionTier, ValidateRequest, ValidateResponse};
+
+/// The name on identity-service's certificate; the test reaches it as 127.0.0.1.
+const SERVER_NAME: &str = "identity.test";
+
+/// A private CA and what it signed, written as PEM files.
+struct Pki {
+    dir: TempDir,
+}
+
+impl Pki {
+    fn new() -> Self {
+        let dir = TempDir::new();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca_cert = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca_params, ca_key);
+        let signed = |name: &str| {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(vec![name.to_owned()])
+                .unwrap()
+                .signed_by(&key, &issuer)
+                .unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = signed(SERVER_NAME);
+        let (client_cert, client_key) = signed("realtime-service.test");
+        for (name, pem) in [
+            ("ca.pem", ca_cert.pem()),
+            ("server.crt", server_cert),
+            ("server.key", server_key),
+            ("client.crt", client_cert),
+            ("client.key", client_key),
+        ] {
+            std::fs::write(dir.0.join(name), pem).unwrap();
+        }
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.0.join(name).display().to_string()
+    }
+
+    fn read(&self, name: &str) -> Vec<u8> {
+        std::fs::read(self.dir.0.join(name)).unwrap()
+    }
+}
+
+/// identity-service over TLS: accepts every ticket, counts the calls that reached it.
+struct TlsIdentity {
+    addr: SocketAddr,
+    calls: Arc<AtomicUsize>,
+    server: JoinHandle<()>,
+}
+
+impl Drop for TlsIdentity {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+struct Accepts(Arc<AtomicUsize>);
+
+#[tonic::async_trait]
+impl ConnectProxyService for Accepts {
+    async fn validate(
+        &self,
+        _request: Request<ValidateRequest>,
+    ) -> Result<Response<ValidateResponse>, Status> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(Response::new(success(
+            "u-tls",
+            "fam-tls",
+            SubscriptionTier::Free,
+            false,
+        )))
+    }
+}
+
+impl TlsIdentity {
+    /// `require_client_cert`: only clients with a certificate from the CA get through.
+    async fn start(pki: &Pki, require_client_cert: bool) -> Self {
+        let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(
+            pki.read("server.crt"),
+            pki.read("server.key"),
+        ));
+        if require_client_cert {
+            tls = tls.client_ca_root(Certificate::from_pem(pki.read("ca.pem")));
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let service = ConnectProxyServiceServer::new(Accepts(calls.clone()));
+        let server = tokio::spawn(async move {
+            let _ = tonic::transport::Server::builder()
+                .tls_config(tls)
+                .unwrap()
+                .add_service(service)
+                .serve_with_incoming(TcpIncoming::from(listener))
+                .await;
+        });
+        Self {
+            addr,
+            calls,
+            server,
+        }
+    }
+}
+
+/// The app reaching `identity` over TLS, checking its certificate against `ca` (or the public
+/// roots) and presenting the client certificate when `client_cert` is set.
+async fn app_for(identity: &TlsIdentity, pki: &Pki, ca: bool, client_cert: bool) -> TestApp {
+    spawn_app_with(|c| {
+        c.set("IDENTITY_VALIDATE_GRPC_ADDRESS", identity.addr.to_string())
+            .set("IDENTITY_VALIDATE_NEGOTIATION_TYPE", "tls")
+            .set("IDENTITY_VALIDATE_TLS_SERVER_NAME", SERVER_NAME)
+            // The handshake with a fresh key must not race the test's short default.
+            .set("IDENTITY_VALIDATE_DEADLINE_MS", "3000")
+            .set("FALLBACK_DEGRADED_WINDOW_MS", "5000");
+        if ca {
+            c.set("IDENTITY_VALIDATE_TLS_CA_PATH", pki.path("ca.pem"));
+        }
+        if client_cert {
+            c.set("IDENTITY_VALIDATE_TLS_CERT_PATH", pki.path("client.crt"))
+                .set("IDENTITY_VALIDATE_TLS_KEY_PATH", pki.path("client.key"));
+        }
+    })
+    .await
+}
+
+fn accepted_user(app: &TestApp, response: &crate::helpers::TestResponse) {
+    let _ = app;
+    assert_eq!(response.status, 200, "{}", response.text);
+    assert_eq!(response.json()["result"]["user"], json!("u-tls"));
+}
+
+#[tokio::test]
+async fn a_private_ca_is_trusted_when_configured_and_only_then() {
+    let pki = Pki::new();
+    let identity = TlsIdentity::start(&pki, false).await;
+
+    let app = app_for(&identity, &pki, true, false).await;
+    accepted_user(&app, &app.connect("tls-ca-1").await);
+    assert_eq!(identity.calls.load(Ordering::SeqCst), 1);
+
+    // The public roots do not know the private CA: the handshake fails, which is identity
+    // being unreachable, not a rejected ticket.
+    let untrusting = app_for(&identity, &pki, false, false).await;
+    untrusting
+        .connect("tls-ca-2")
+        .await
+        .assert(503, unavailable());
+    assert_eq!(identity.calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn mutual_tls_works_with_the_client_certificate_and_fails_without() {
+    let pki = Pki::new();
+    let identity = TlsIdentity::start(&pki, true).await;
+
+    let app = app_for(&identity, &pki, true, true).await;
+    accepted_user(&app, &app.connect("tls-mtls-1").await);
+    accepted_user(&app, &app.connect("tls-mtls-2").await);
+    assert_eq!(identity.calls.load(Ordering::SeqCst), 2);
+
+    let anonymous = app_for(&identity, &pki, true, false).await;
+    anonymous
+        .connect("tls-mtls-3")
+        .await
+        .assert(503, unavailable());
+    assert_eq!(identity.calls.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn a_client_key_that_is_not_a_key_fails_startup_naming_the_variable() {
+    let pki = Pki::new();
+    let settings = realtime_service::config::Settings::from_pairs([
+        ("CENTRIFUGO_PROXY_SECRET", crate::helpers::SECRET.to_owned()),
+        ("LISTEN_HOST", "127.0.0.1".to_owned()),
+        ("LISTEN_PORT", "0".to_owned()),
+        ("IDENTITY_VALIDATE_NEGOTIATION_TYPE", "tls".to_owned()),
+        ("IDENTITY_VALIDATE_TLS_CERT_PATH", pki.path("client.crt")),
+        ("IDENTITY_VALIDATE_TLS_KEY_PATH", pki.path("client.crt")),
+    ])
+    .unwrap();
+    match realtime_service::app::Application::build(&settings).await {
+        Err(e) => assert!(
+            e.to_string().contains("IDENTITY_VALIDATE_TLS_KEY_PATH"),
+            "{e}"
+        ),
+        Ok(_) => panic!("a certificate is not a key"),
+    }
+}
+
+#[tokio::test]
+async fn https_rpc_backends_are_called_over_tls() {
+    // Not a TLS server: what arrives must be a TLS handshake, and a backend whose
+    // certificate cannot be checked is a backend failure, never a plaintext retry.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let first_bytes = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut buf = [0u8; 3];
+        socket.read_exact(&mut buf).await.map(|_| buf).ok()
+    });
+    let app = spawn_app_with(|c| {
+        c.set("RPC_ROUTES", format!("secure=https://127.0.0.1:{port}/rpc"))
+            .set("RPC_DEADLINE_MS", "2000");
+    })
+    .await;
+    let m = meta("u-rpc-tls", "fam-rpc-tls", "free");
+    let body = request(
+        "u-rpc-tls",
+        Some(&m),
+        json!({"method": "secure.call", "data": {}}),
+    );
+    let response = app.post_signed("rpc", &body).await;
+    assert_eq!(response.status, 200, "{}", response.text);
+    assert_eq!(response.json(), rpc_internal());
+    let hello = first_bytes.await.unwrap().expect("the client sent bytes");
+    // A TLS handshake record (0x16), protocol major version 3.
+    assert_eq!(&hello[..2], &[0x16, 0x03], "{hello:?}");
+}
