@@ -23,4 +23,5 @@ mod proxies_subscribe;
 mod proxies_support;
 mod replies;
 mod smoke;
+mod telemetry;
 mod trace_context;

@@ -299,9 +299,9 @@ async fn a_separate_metrics_port_serves_metrics_there_only() {
 }
 
 /// The real binary, killed (by its own pid) if a test fails before it exits.
-struct Service {
-    child: Child,
-    port: u16,
+pub(crate) struct Service {
+    pub child: Child,
+    pub port: u16,
 }
 
 impl Drop for Service {
@@ -313,7 +313,7 @@ impl Drop for Service {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
 }
@@ -343,7 +343,7 @@ async fn start_binary(drain_ms: &str) -> Service {
     service
 }
 
-async fn readyz(client: &reqwest::Client, port: u16) -> Option<u16> {
+pub(crate) async fn readyz(client: &reqwest::Client, port: u16) -> Option<u16> {
     client
         .get(format!("http://127.0.0.1:{port}/readyz"))
         .timeout(Duration::from_millis(500))
@@ -353,7 +353,7 @@ async fn readyz(client: &reqwest::Client, port: u16) -> Option<u16> {
         .map(|r| r.status().as_u16())
 }
 
-fn signal(service: &Service, name: &str) {
+pub(crate) fn signal(service: &Service, name: &str) {
     let status = Command::new("kill")
         .arg(format!("-{name}"))
         .arg(service.child.id().to_string())
@@ -363,7 +363,7 @@ fn signal(service: &Service, name: &str) {
 }
 
 /// Waits (polling) for the process to exit, at most `within`.
-async fn exit_code(service: &mut Service, within: Duration) -> Option<i32> {
+pub(crate) async fn exit_code(service: &mut Service, within: Duration) -> Option<i32> {
     let started = Instant::now();
     while started.elapsed() < within {
         if let Some(status) = service.child.try_wait().expect("try_wait") {
