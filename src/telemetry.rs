@@ -1,7 +1,9 @@
 //! Logging and tracing, set up once at startup.
 //!
-//! One `tracing` subscriber built from layers: an `EnvFilter` from `LOG_LEVEL` (checked by
-//! the configuration), a text or JSON formatter (`LOG_FORMAT`), and an OpenTelemetry layer.
+//! One `tracing` subscriber built from layers: a text or JSON formatter (`LOG_FORMAT`)
+//! filtered by `LOG_LEVEL` (checked by the configuration), and an OpenTelemetry layer with a
+//! filter of its own (this crate's spans at info), so the log level never decides what is
+//! traced.
 //! The OpenTelemetry layer is installed unless `OTEL_SDK_DISABLED=true` (the Rust SDK does
 //! not read that variable itself), exporter or not: it gives every request span a trace id
 //! for the logs, and continues a caller's `traceparent` to identity-service. Spans are

@@ -319,18 +319,30 @@ pub(crate) fn free_port() -> u16 {
 }
 
 async fn start_binary(drain_ms: &str) -> Service {
+    spawn_binary(
+        &[
+            ("CENTRIFUGO_PROXY_AUTH", "none"),
+            ("SHUTDOWN_DRAIN_DELAY_MS", drain_ms),
+            ("LOG_LEVEL", "warn"),
+        ],
+        Stdio::null(),
+    )
+    .await
+}
+
+/// The binary serving on a free loopback port (identity-service at a closed port) with
+/// `env` added, once `/readyz` answers 200.
+pub(crate) async fn spawn_binary(env: &[(&str, &str)], stdout: Stdio) -> Service {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_realtime-service"))
         .arg("serve")
         .env_clear()
-        .env("CENTRIFUGO_PROXY_AUTH", "none")
         .env("LISTEN_HOST", "127.0.0.1")
         .env("LISTEN_PORT", port.to_string())
         .env("IDENTITY_VALIDATE_GRPC_ADDRESS", "127.0.0.1:9")
-        .env("SHUTDOWN_DRAIN_DELAY_MS", drain_ms)
-        .env("LOG_LEVEL", "warn")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::null())
         .spawn()
         .expect("binary starts");
@@ -343,7 +355,7 @@ async fn start_binary(drain_ms: &str) -> Service {
     service
 }
 
-pub(crate) async fn readyz(client: &reqwest::Client, port: u16) -> Option<u16> {
+async fn readyz(client: &reqwest::Client, port: u16) -> Option<u16> {
     client
         .get(format!("http://127.0.0.1:{port}/readyz"))
         .timeout(Duration::from_millis(500))

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::helpers::{eventually, spawn_app};
-use crate::ops::{exit_code, free_port, readyz, signal, Service};
+use crate::helpers::spawn_app;
+use crate::ops::{exit_code, free_port, signal, spawn_binary, Service};
 
 const BINARY: &str = env!("CARGO_BIN_EXE_realtime-service");
 const PROCESS_FAMILIES: &[(&str, &str)] = &[
@@ -214,30 +214,14 @@ fn serve_otlp(stream: TcpStream, tx: &mpsc::Sender<String>) {
     }
 }
 
-/// The binary serving on a free port with `env`, its stdout piped.
+/// The binary serving with `env` (HMAC auth), its stdout piped.
 async fn serve(env: &[(&str, &str)]) -> Service {
-    let port = free_port();
-    let child = Command::new(BINARY)
-        .arg("serve")
-        .env_clear()
-        .env("CENTRIFUGO_PROXY_SECRET", "telemetry-test-secret-7c1e9a04")
-        .env("LISTEN_HOST", "127.0.0.1")
-        .env("LISTEN_PORT", port.to_string())
-        .env("IDENTITY_VALIDATE_GRPC_ADDRESS", "127.0.0.1:9")
-        .env("SHUTDOWN_DRAIN_DELAY_MS", "0")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("binary starts");
-    let service = Service { child, port };
-    let client = reqwest::Client::new();
-    eventually("the binary is ready", async || {
-        readyz(&client, service.port).await == Some(200)
-    })
-    .await;
-    service
+    let mut all = vec![
+        ("CENTRIFUGO_PROXY_SECRET", "telemetry-test-secret-7c1e9a04"),
+        ("SHUTDOWN_DRAIN_DELAY_MS", "0"),
+    ];
+    all.extend_from_slice(env);
+    spawn_binary(&all, Stdio::piped()).await
 }
 
 /// SIGTERM, exit 0, and everything the binary wrote to stdout.
