@@ -4,11 +4,11 @@
 //! filtered by `LOG_LEVEL` (checked by the configuration), and an OpenTelemetry layer with a
 //! filter of its own (this crate's spans at info), so the log level never decides what is
 //! traced.
-//! The OpenTelemetry layer is installed unless `OTEL_SDK_DISABLED=true` (the Rust SDK does
-//! not read that variable itself), exporter or not: it gives every request span a trace id
-//! for the logs, and continues a caller's `traceparent` to identity-service. Spans are
-//! exported over OTLP/HTTP only when an endpoint is configured, sampled as
-//! `OTEL_TRACES_SAMPLER` says.
+//! The OpenTelemetry layer is installed when something uses it (an exporter, or JSON logs),
+//! unless `OTEL_SDK_DISABLED=true` (the Rust SDK does not read that variable itself): it
+//! gives every request span a trace id for the logs, and continues a caller's `traceparent`
+//! to identity-service. Spans are exported over OTLP/HTTP only when an endpoint is
+//! configured, sampled as `OTEL_TRACES_SAMPLER` says.
 //!
 //! The W3C trace-context propagator is installed explicitly: the SDK's default global
 //! propagator does nothing, and `traceparent` would silently vanish between Centrifugo's
@@ -56,8 +56,7 @@ impl TelemetryGuard {
 /// Installs the global subscriber and propagator. Call once, from `main`.
 pub fn init(settings: &Telemetry) -> Result<TelemetryGuard, TelemetryError> {
     install_propagator();
-    let provider = settings
-        .otel_enabled
+    let provider = otel_layer_used(settings)
         .then(|| tracer_provider(settings))
         .transpose()?;
     let dispatch = subscriber(
@@ -69,6 +68,15 @@ pub fn init(settings: &Telemetry) -> Result<TelemetryGuard, TelemetryError> {
     tracing::dispatcher::set_global_default(dispatch)
         .map_err(|e| TelemetryError::Install(e.to_string()))?;
     Ok(TelemetryGuard { provider })
+}
+
+/// Whether anything uses the OpenTelemetry layer: an exporter, or JSON lines that carry its
+/// ids. It costs about 1.8 us of CPU per span (two per connect, a few percent of a request),
+/// so a text-logging service without an exporter goes without it, as with
+/// `OTEL_SDK_DISABLED=true` (no ids, and no `traceparent` passed on).
+fn otel_layer_used(settings: &Telemetry) -> bool {
+    settings.otel_enabled
+        && (settings.traces_endpoint.is_some() || settings.log_format == LogFormat::Json)
 }
 
 /// The W3C trace-context propagator, installed globally (the SDK's default does nothing).
@@ -266,6 +274,21 @@ mod tests {
             format!("{:?}", sampler(config(&[]).sampling)),
             "ParentBased(TraceIdRatioBased(0.01))"
         );
+    }
+
+    #[test]
+    fn the_otel_layer_is_installed_only_when_something_uses_it() {
+        let endpoint = ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318");
+        let disabled = ("OTEL_SDK_DISABLED", "true");
+        for (env, used) in [
+            (vec![], false),
+            (vec![("LOG_FORMAT", "json")], true),
+            (vec![endpoint], true),
+            (vec![endpoint, ("LOG_FORMAT", "json"), disabled], false),
+            (vec![("LOG_FORMAT", "json"), disabled], false),
+        ] {
+            assert_eq!(otel_layer_used(&config(&env)), used, "{env:?}");
+        }
     }
 
     fn config(extra: &[(&str, &str)]) -> Telemetry {

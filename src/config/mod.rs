@@ -169,10 +169,11 @@ pub struct Telemetry {
     pub log_level: String,
     pub log_format: LogFormat,
     /// `false` with `OTEL_SDK_DISABLED=true`: no OpenTelemetry layer at all, so no trace ids
-    /// in logs and no `traceparent` passed on.
+    /// in logs and no `traceparent` passed on. (Without an exporter and JSON logs there is
+    /// none either: nothing would use it.)
     pub otel_enabled: bool,
-    /// Where spans are exported; `None`: nowhere (spans still get ids for logs and
-    /// propagation).
+    /// Where spans are exported; `None`: nowhere (with JSON logs, spans still get ids for
+    /// the logs and propagation).
     pub traces_endpoint: Option<TracesEndpoint>,
     pub service_name: String,
     pub sampling: Sampling,
