@@ -24,6 +24,9 @@ ARG REVISION=unknown
 ARG CREATED=unknown
 
 FROM rust:${RUST_VERSION}-bookworm AS builder
+# The commit for realtime_build_info{commit}: the build context has no .git (build.rs reads
+# REALTIME_GIT_COMMIT instead; "unknown" stays unknown).
+ARG REVISION
 WORKDIR /src
 # build.rs compiles proto/ with a vendored protoc (protoc-bin-vendored): no apt packages.
 COPY . .
@@ -31,7 +34,7 @@ COPY . .
 # cache mount so the next stage can see it. [profile.release] strips the debug info.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin realtime-service \
+    REALTIME_GIT_COMMIT="$REVISION" cargo build --release --locked --bin realtime-service \
     && install -D -m 0755 target/release/realtime-service /out/realtime-service
 
 FROM gcr.io/distroless/cc-debian12:nonroot

@@ -4,6 +4,11 @@
 //! codes, rejection reasons): never user ids, tickets, channels or raw paths. Every label
 //! value that can occur is initialised at startup, so that dashboards and alerts see a 0
 //! series from the first scrape instead of an absent one.
+//!
+//! Besides the service's own `realtime_*` families, the registry serves the conventional
+//! `process_*` families (CPU, memory, file descriptors), read from `/proc` at scrape time.
+
+mod process;
 
 use crate::fallback::PoolStatus;
 use crate::proxy::{AuthFailure, ConnectOutcome, Outcome, ProxyKind, Transport};
@@ -11,6 +16,10 @@ use prometheus::{
     Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+/// The git commit the binary was built from (12 hex digits), or `unknown`: set by
+/// `build.rs` (from `git`, or `REALTIME_GIT_COMMIT` where there is no checkout).
+pub const GIT_COMMIT: &str = env!("REALTIME_GIT_COMMIT");
 
 /// Buckets for local request handling and identity calls, in seconds. Proxy decisions take
 /// microseconds and identity calls milliseconds, with the deadline (2.5 s by default) and
@@ -76,7 +85,7 @@ pub struct Metrics {
     pub pool_status: IntGaugeVec,
     /// Calls refused by request authentication, by reason (missing, malformed, mismatch).
     pub auth_rejections: IntCounterVec,
-    /// Constant 1, labelled with the running version.
+    /// Constant 1, labelled with the running version and git commit.
     pub build_info: GaugeVec,
     /// Seconds since the current identity failure streak began; 0 without one.
     pub outage_age: Gauge,
@@ -172,8 +181,11 @@ impl Metrics {
             )
             .expect("static metric definition"),
             build_info: GaugeVec::new(
-                Opts::new("realtime_build_info", "Constant 1, labelled with the version."),
-                &["version"],
+                Opts::new(
+                    "realtime_build_info",
+                    "Constant 1, labelled with the version and the git commit of the build.",
+                ),
+                &["version", "commit"],
             )
             .expect("static metric definition"),
             secret_reloads: IntCounterVec::new(
@@ -208,6 +220,7 @@ impl Metrics {
             Box::new(self.build_info.clone()),
             Box::new(self.secret_reloads.clone()),
             Box::new(OTEL_EXPORT_FAILURES.clone()),
+            Box::new(process::ProcessCollector::new()),
         ];
         for c in collectors {
             self.registry
@@ -266,7 +279,7 @@ impl Metrics {
             self.secret_reloads.with_label_values(&[result.as_str()]);
         }
         self.build_info
-            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .with_label_values(&[env!("CARGO_PKG_VERSION"), GIT_COMMIT])
             .set(1.0);
     }
 

@@ -83,8 +83,18 @@ METRICS_CONTRACT: dict[str, tuple[str, dict[str, list[str]]]] = {
         "disabled", "loaded", "missing", "unreadable", "empty"]}),
     "realtime_proxy_signature_rejections_total": ("counter", {"reason": ["missing", "malformed", "mismatch"]}),
     "realtime_proxy_decisions_total": ("counter", {"proxy": ["refresh", "subscribe", "publish", "sub_refresh", "rpc"]}),
-    "realtime_build_info": ("gauge", {"version": []}),
+    "realtime_build_info": ("gauge", {"version": [], "commit": []}),
+    # The standard process metrics of Prometheus client libraries (read from /proc).
+    "process_cpu_seconds_total": ("counter", {}),
+    "process_resident_memory_bytes": ("gauge", {}),
+    "process_virtual_memory_bytes": ("gauge", {}),
+    "process_open_fds": ("gauge", {}),
+    "process_max_fds": ("gauge", {}),
+    "process_start_time_seconds": ("gauge", {}),
+    "process_threads": ("gauge", {}),
 }
+# Families outside the service's own prefix: the conventional process_* ones only.
+METRIC_PREFIXES = ("realtime_", "process_")
 
 
 class Failures:
@@ -837,7 +847,7 @@ def expressions() -> list[tuple[str, str]]:
 
 
 def cmd_metric_refs(args: argparse.Namespace) -> None:
-    """Every realtime_* metric (and every fixed label value) used by alerts and the dashboard
+    """Every realtime_* and process_* metric (and every fixed label value) used by alerts and the dashboard
     exists in the live scrape."""
     fails = Failures()
     types, samples = parse_scrape(args.scrape)
@@ -845,7 +855,7 @@ def cmd_metric_refs(args: argparse.Namespace) -> None:
     series: dict[str, list[dict[str, str]]] = {}
     for name, labels, _ in samples:
         series.setdefault(name, []).append(labels)
-    sel_re = re.compile(r"\b(realtime_[a-z0-9_]+)\s*(\{([^}]*)\})?")
+    sel_re = re.compile(r"\b((?:realtime|process)_[a-z0-9_]+)\s*(\{([^}]*)\})?")
     matcher_re = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"([^"]*)"')
     used: set[str] = set()
     for where, expr in expressions():
@@ -885,8 +895,8 @@ def cmd_metrics_contract(args: argparse.Namespace) -> None:
     extra = sorted(n for n in types if n.startswith("realtime_") and n not in METRICS_CONTRACT)
     if extra:
         print("also exported (not in the contract list): " + ", ".join(extra))
-    non_prefixed = sorted(n for n in types if not n.startswith("realtime_"))
-    fails.check(not non_prefixed, f"metrics without the realtime_ prefix: {non_prefixed}")
+    non_prefixed = sorted(n for n in types if not n.startswith(METRIC_PREFIXES))
+    fails.check(not non_prefixed, f"metrics without a {' or '.join(METRIC_PREFIXES)} prefix: {non_prefixed}")
 
     def value(name: str, **labels: str) -> float | None:
         for n, lab, v in samples:

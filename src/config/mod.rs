@@ -57,6 +57,19 @@ env_enum! {
 }
 
 env_enum! {
+    /// `OTEL_TRACES_SAMPLER`: the names the OpenTelemetry specification defines (the remote
+    /// Jaeger and X-Ray samplers are not supported).
+    pub enum TracesSampler {
+        AlwaysOn = "always_on",
+        AlwaysOff = "always_off",
+        TraceIdRatio = "traceidratio",
+        ParentBasedAlwaysOn = "parentbased_always_on",
+        ParentBasedAlwaysOff = "parentbased_always_off",
+        ParentBasedTraceIdRatio = "parentbased_traceidratio",
+    }
+}
+
+env_enum! {
     /// `IDENTITY_VALIDATE_NEGOTIATION_TYPE`.
     pub enum Negotiation { Plaintext = "plaintext", Tls = "tls" }
 }
@@ -195,11 +208,43 @@ pub struct Rpc {
 
 #[derive(Debug, Clone)]
 pub struct Telemetry {
+    /// `LOG_LEVEL`, checked and normalised (trimmed directives, no empty ones), so that
+    /// `EnvFilter` accepts it and means what it says.
     pub log_level: String,
     pub log_format: LogFormat,
-    pub otlp_endpoint: Option<String>,
+    /// `false` with `OTEL_SDK_DISABLED=true`: no OpenTelemetry layer at all, so no trace ids
+    /// in logs and no `traceparent` passed on. (Without an exporter and JSON logs there is
+    /// none either: nothing would use it.)
+    pub otel_enabled: bool,
+    /// Where spans are exported; `None`: nowhere (with JSON logs, spans still get ids for
+    /// the logs and propagation).
+    pub traces_endpoint: Option<TracesEndpoint>,
     pub service_name: String,
-    pub sampler_ratio: f64,
+    pub sampling: Sampling,
+}
+
+/// The full OTLP/HTTP traces URL and the variable it came from (for error messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TracesEndpoint {
+    pub url: String,
+    pub var: &'static str,
+}
+
+/// Which spans are sampled (exported), from `OTEL_TRACES_SAMPLER` and its argument.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Sampling {
+    /// Follow the caller's decision (`traceparent`'s sampled flag) when there is a caller.
+    pub parent_based: bool,
+    /// The decision for a span without a parent: every callback from stock Centrifugo.
+    pub root: RootSampling,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RootSampling {
+    AlwaysOn,
+    AlwaysOff,
+    /// This fraction of trace ids, 0.0..=1.0.
+    Ratio(f64),
 }
 
 /// Kubernetes' default `terminationGracePeriodSeconds`: drain delay and shutdown timeout
@@ -271,11 +316,8 @@ impl Config {
         positive(&mut p, "RPC_DEADLINE_MS", s.rpc_deadline_ms);
         let routes =
             p.take(Routes::parse(&s.rpc_routes).map_err(|e| ConfigError::new("RPC_ROUTES", e.0)));
-        if !(0.0..=1.0).contains(&s.otel_traces_sampler_arg) {
-            p.push("OTEL_TRACES_SAMPLER_ARG", "must be between 0.0 and 1.0");
-        }
-        let listen = listen(s, &mut p);
         let telemetry = telemetry(s, &mut p);
+        let listen = listen(s, &mut p);
         p.finish(|| Self {
             listen: listen.unwrap_or_else(|| unreachable!("errors were reported")),
             auth,
@@ -305,7 +347,7 @@ impl Config {
             },
             drain_delay: Duration::from_millis(s.shutdown_drain_delay_ms),
             shutdown_timeout: Duration::from_millis(s.shutdown_timeout_ms),
-            telemetry,
+            telemetry: telemetry.unwrap_or_else(|| unreachable!("errors were reported")),
         })
     }
 }

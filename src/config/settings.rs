@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use super::value::{EnvValue, RedisUrl, Secret};
-use super::{LogFormat, Negotiation, ProxyAuthMode, StatusMode};
+use super::{LogFormat, Negotiation, ProxyAuthMode, StatusMode, TracesSampler};
 use crate::config_error::{ConfigErrors, Problems};
 
 macro_rules! settings_table {
@@ -36,7 +36,8 @@ macro_rules! settings_table {
 }
 
 settings_table! {
-    /// `LOG_LEVEL`: an `EnvFilter` directive, default `info`.
+    /// `LOG_LEVEL`: a level or comma-separated `target=level` directives, default `info`;
+    /// empty is the default.
     log_level: String = "LOG_LEVEL", "info".into();
     /// `LOG_FORMAT`: `text` (default) | `json`.
     log_format: LogFormat = "LOG_FORMAT", LogFormat::Text;
@@ -167,12 +168,20 @@ settings_table! {
     /// requests may take; what is left is cut.
     shutdown_timeout_ms: u64 = "SHUTDOWN_TIMEOUT_MS", 15_000;
 
-    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: OTLP/HTTP collector base URL; unset disables export.
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`: OTLP/HTTP collector base URL (`/v1/traces` is
+    /// appended); unset (and no traces endpoint) disables export.
     otel_exporter_otlp_endpoint: Option<String> = "OTEL_EXPORTER_OTLP_ENDPOINT", None;
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`: the full traces URL, used as is; wins over
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
+    otel_exporter_otlp_traces_endpoint: Option<String> = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None;
     /// `OTEL_SERVICE_NAME`, default `realtime-service`.
     otel_service_name: String = "OTEL_SERVICE_NAME", "realtime-service".into();
-    /// `OTEL_TRACES_SAMPLER_ARG`, default 1.0: ratio of root traces sampled.
-    otel_traces_sampler_arg: f64 = "OTEL_TRACES_SAMPLER_ARG", 1.0;
+    /// `OTEL_TRACES_SAMPLER`: a sampler name of the OpenTelemetry spec; unset:
+    /// `parentbased_traceidratio` at 0.01 (every callback is a root span).
+    otel_traces_sampler: Option<TracesSampler> = "OTEL_TRACES_SAMPLER", None;
+    /// `OTEL_TRACES_SAMPLER_ARG`: the ratio of the ratio samplers, 0.0..=1.0; unset: 1.0 (the
+    /// spec's default) for a named sampler, 0.01 when `OTEL_TRACES_SAMPLER` is unset too.
+    otel_traces_sampler_arg: Option<f64> = "OTEL_TRACES_SAMPLER_ARG", None;
     /// `OTEL_SDK_DISABLED`: `true` turns tracing export off whatever else is set.
     otel_sdk_disabled: bool = "OTEL_SDK_DISABLED", false;
 }

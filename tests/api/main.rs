@@ -31,5 +31,6 @@ mod proxies_support;
 mod replies;
 mod secret_files;
 mod smoke;
+mod telemetry;
 mod tls;
 mod trace_context;

@@ -314,9 +314,9 @@ async fn a_separate_metrics_port_serves_metrics_there_only() {
 }
 
 /// The real binary, killed (by its own pid) if a test fails before it exits.
-struct Service {
-    child: Child,
-    port: u16,
+pub(crate) struct Service {
+    pub child: Child,
+    pub port: u16,
 }
 
 impl Drop for Service {
@@ -328,24 +328,36 @@ impl Drop for Service {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     listener.local_addr().expect("addr").port()
 }
 
 async fn start_binary(drain_ms: &str) -> Service {
+    spawn_binary(
+        &[
+            ("CENTRIFUGO_PROXY_AUTH", "none"),
+            ("SHUTDOWN_DRAIN_DELAY_MS", drain_ms),
+            ("LOG_LEVEL", "warn"),
+        ],
+        Stdio::null(),
+    )
+    .await
+}
+
+/// The binary serving on a free loopback port (identity-service at a closed port) with
+/// `env` added, once `/readyz` answers 200.
+pub(crate) async fn spawn_binary(env: &[(&str, &str)], stdout: Stdio) -> Service {
     let port = free_port();
     let child = Command::new(env!("CARGO_BIN_EXE_realtime-service"))
         .arg("serve")
         .env_clear()
-        .env("CENTRIFUGO_PROXY_AUTH", "none")
         .env("LISTEN_HOST", "127.0.0.1")
         .env("LISTEN_PORT", port.to_string())
         .env("IDENTITY_VALIDATE_GRPC_ADDRESS", "127.0.0.1:9")
-        .env("SHUTDOWN_DRAIN_DELAY_MS", drain_ms)
-        .env("LOG_LEVEL", "warn")
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
+        .stdout(stdout)
         .stderr(Stdio::null())
         .spawn()
         .expect("binary starts");
@@ -368,7 +380,7 @@ async fn readyz(client: &reqwest::Client, port: u16) -> Option<u16> {
         .map(|r| r.status().as_u16())
 }
 
-fn signal(service: &Service, name: &str) {
+pub(crate) fn signal(service: &Service, name: &str) {
     let status = Command::new("kill")
         .arg(format!("-{name}"))
         .arg(service.child.id().to_string())
@@ -378,7 +390,7 @@ fn signal(service: &Service, name: &str) {
 }
 
 /// Waits (polling) for the process to exit, at most `within`.
-async fn exit_code(service: &mut Service, within: Duration) -> Option<i32> {
+pub(crate) async fn exit_code(service: &mut Service, within: Duration) -> Option<i32> {
     let started = Instant::now();
     while started.elapsed() < within {
         if let Some(status) = service.child.try_wait().expect("try_wait") {
