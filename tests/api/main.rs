@@ -2,6 +2,8 @@
 //! identity-service behind it, signed HTTP requests and a tonic client of the gRPC proxy in front.
 #![expect(clippy::unwrap_used, reason = "tests fail loudly by design")]
 
+mod abuse;
+mod abuse_process;
 mod architecture;
 mod auth;
 mod config;

@@ -77,7 +77,7 @@ async fn every_route_answers_a_non_object_body_with_400() {
 }
 
 /// Each body, signed and sent to each of the five routes, is refused at the edge with 400.
-async fn assert_bad_request_on_every_route(app: &TestApp, bodies: &[&str]) {
+pub async fn assert_bad_request_on_every_route(app: &TestApp, bodies: &[&str]) {
     for route in ROUTES {
         for body in bodies {
             let response = app.post_signed(route, body).await;
