@@ -189,10 +189,34 @@ const SIGN_MAX_BODY_BYTES: u64 = 1024 * 1024;
 fn sign() -> ExitCode {
     use std::io::Read;
 
-    let secret = std::env::var_os("CENTRIFUGO_PROXY_SECRET").unwrap_or_default();
+    // The variable, or the file the service itself would read (a mounted Secret).
+    let mut secret = std::env::var_os("CENTRIFUGO_PROXY_SECRET")
+        .unwrap_or_default()
+        .into_encoded_bytes();
+    if secret.is_empty() {
+        if let Some(path) =
+            std::env::var_os("CENTRIFUGO_PROXY_SECRET_FILE").filter(|p| !p.is_empty())
+        {
+            match std::fs::read(&path) {
+                // As the service reads it: a trailing newline is not part of the secret.
+                Ok(mut bytes) => {
+                    while bytes.last().is_some_and(|b| matches!(b, b'\n' | b'\r')) {
+                        bytes.pop();
+                    }
+                    secret = bytes;
+                }
+                Err(e) => {
+                    eprintln!(
+                        "realtime-service sign: CENTRIFUGO_PROXY_SECRET_FILE: cannot read it: {e}"
+                    );
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+        }
+    }
     if secret.is_empty() {
         eprintln!(
-            "realtime-service sign: CENTRIFUGO_PROXY_SECRET is not set; export the secret the service uses, then: echo -n \"$BODY\" | realtime-service sign"
+            "realtime-service sign: CENTRIFUGO_PROXY_SECRET is not set (nor CENTRIFUGO_PROXY_SECRET_FILE); export the secret the service uses, then: echo -n \"$BODY\" | realtime-service sign"
         );
         return ExitCode::from(EXIT_CONFIG);
     }
@@ -211,7 +235,7 @@ fn sign() -> ExitCode {
         );
         return ExitCode::from(EXIT_RUNTIME);
     }
-    let signature = realtime_service::transport::http::auth::sign(secret.as_encoded_bytes(), &body);
+    let signature = realtime_service::transport::http::auth::sign(&secret, &body);
     println!("{SIGNATURE_HEADER_NAME}: {signature}");
     ExitCode::SUCCESS
 }
