@@ -198,7 +198,7 @@ impl TicketPool {
 
 /// One ticket per line; surrounding whitespace (a Secret's trailing newline, CRLF) and blank
 /// lines are ignored; duplicates count once.
-fn parse_tickets(bytes: &[u8]) -> HashSet<TicketDigest> {
+pub(crate) fn parse_tickets(bytes: &[u8]) -> HashSet<TicketDigest> {
     bytes
         .split(|b| *b == b'\n')
         .map(<[u8]>::trim_ascii)

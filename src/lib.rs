@@ -16,6 +16,7 @@
 //! - Set up once at startup: `config` (environment -> ready sections), `telemetry`,
 //!   `metrics`, `clock`, and `app` (build, run, drain).
 //! - `demo`: the `demo` subcommand, with its embedded identity-service.
+//! - `fuzzing` (hidden): thin entry points into the parsers for the fuzz targets in `fuzz/`.
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -24,6 +25,8 @@ pub mod config;
 pub(crate) mod decide;
 pub mod demo;
 pub(crate) mod fallback;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod meta;
 pub(crate) mod metrics;

@@ -26,15 +26,18 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Verified<T> {
             .auth
             .verify_body(signature.as_ref(), &bytes)
             .map_err(|reason| reject(state, reason))?;
-        // Every Centrifugo proxy body is a JSON object; serde would also accept an array for
-        // a struct, so check the shape before parsing.
-        if bytes.trim_ascii_start().first() != Some(&b'{') {
-            return Err(EdgeError::NotAnObject);
-        }
-        serde_json::from_slice(&bytes)
-            .map(Verified)
-            .map_err(|e| EdgeError::malformed_json(&e))
+        parse_body(&bytes).map(Verified)
     }
+}
+
+/// Parses an authenticated body as a proxy request type.
+pub(crate) fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, EdgeError> {
+    // Every Centrifugo proxy body is a JSON object; serde would also accept an array for a
+    // struct, so check the shape before parsing.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(EdgeError::NotAnObject);
+    }
+    serde_json::from_slice(bytes).map_err(|e| EdgeError::malformed_json(&e))
 }
 
 fn reject(state: &AppState, reason: super::auth::AuthFailure) -> EdgeError {
