@@ -16,6 +16,7 @@
 //! - Set up once at startup: `config` (environment -> ready sections), `telemetry`,
 //!   `metrics`, `clock`, `tls` (the HTTP clients' TLS), `otlp` (the span exporter), and `app` (build, run, drain).
 //! - `demo`: the `demo` subcommand, with its embedded identity-service.
+//! - `fuzzing` (hidden): thin entry points into the parsers for the fuzz targets in `fuzz/`.
 #![forbid(unsafe_code)]
 
 pub mod app;
@@ -25,6 +26,8 @@ pub mod config_error;
 pub(crate) mod decide;
 pub mod demo;
 pub mod fallback;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod identity;
 pub mod meta;
 pub(crate) mod metrics;

@@ -180,4 +180,52 @@ mod tests {
         );
         assert_eq!(Secret::parse("").expect("empty").render(), "<unset>");
     }
+
+    mod properties {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Every reader a number or option variable uses, on the same text.
+        fn parse_all(raw: &str) {
+            let _ = u16::parse(raw);
+            let _ = u32::parse(raw);
+            let _ = u64::parse(raw);
+            let _ = usize::parse(raw);
+            let _ = f64::parse(raw);
+            let _ = bool::parse(raw);
+            let _ = Option::<u16>::parse(raw);
+            let _ = Option::<u64>::parse(raw);
+            let _ = Option::<f64>::parse(raw);
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn any_text_parses_or_says_why(raw: String) {
+                parse_all(&raw);
+                if let Err(message) = u64::parse(&raw) {
+                    let quoted = format!("{raw:?}");
+                    prop_assert!(message.contains(&quoted));
+                }
+                prop_assert_eq!(Option::<u32>::parse(&raw).ok() == Some(None), raw.trim().is_empty());
+            }
+
+            #[test]
+            fn numbers_parse_with_surrounding_whitespace(
+                n: u64,
+                x in any::<f64>().prop_filter("finite", |x| x.is_finite()),
+                before in "[ \t]{0,3}",
+                after in "[ \t\r\n]{0,3}",
+            ) {
+                let text = format!("{before}{n}{after}");
+                parse_all(&text);
+                prop_assert_eq!(u64::parse(&text), Ok(n));
+                prop_assert_eq!(Option::<u64>::parse(&text), Ok(Some(n)));
+                prop_assert_eq!(u16::parse(&text).is_ok(), n <= u64::from(u16::MAX));
+                prop_assert_eq!(f64::parse(&format!("{before}{x}{after}")), Ok(x));
+            }
+        }
+    }
 }

@@ -205,10 +205,18 @@ fn unreadable_in(name: &str, e: &io::Error) -> LoadError {
     }
 }
 
+/// A ticket list given as bytes, parsed exactly as a file is (the fuzzers and `check-config`
+/// style checks use it).
+pub fn parse(bytes: &[u8]) -> Result<TicketSet, LoadError> {
+    let mut digests = Vec::new();
+    read_tickets("", &mut &bytes[..], &mut Sha256::new(), &mut digests)?;
+    Ok(TicketSet::from_digests(digests))
+}
+
 /// Streams one file's lines into `digests`.
 fn read_tickets(
     name: &str,
-    reader: &mut BufReader<File>,
+    reader: &mut impl BufRead,
     raw: &mut Sha256,
     digests: &mut Vec<[u8; 32]>,
 ) -> Result<(), LoadError> {

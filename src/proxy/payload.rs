@@ -48,4 +48,37 @@ mod tests {
         assert_eq!(payload(None, None).expect("ok"), None);
         assert_eq!(payload(Some(b""), None).expect("ok"), None);
     }
+
+    mod properties {
+        use base64::Engine as _;
+        use proptest::prelude::*;
+
+        use super::*;
+
+        const STANDARD: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn b64data_round_trips(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+                let data = br#"{"from":"data"}"#;
+                let decoded = payload(Some(data), Some(&STANDARD.encode(&bytes))).expect("valid");
+                // An empty b64data is "not binary": the JSON data stands.
+                let expected: &[u8] = if bytes.is_empty() { data } else { &bytes };
+                prop_assert_eq!(decoded.as_deref(), Some(expected));
+            }
+
+            #[test]
+            fn only_canonical_base64_decodes(
+                text in prop_oneof![any::<String>(), "[A-Za-z0-9+/]{0,16}={0,2}"],
+            ) {
+                match payload(None, Some(&text)) {
+                    Ok(Some(bytes)) => prop_assert_eq!(STANDARD.encode(&bytes), text),
+                    Ok(None) => prop_assert!(text.is_empty()),
+                    Err(PayloadError::BadBase64) => prop_assert!(STANDARD.decode(&text).is_err()),
+                }
+            }
+        }
+    }
 }

@@ -280,3 +280,59 @@ fn missing_and_malformed_tickets() {
         serde_json::json!({"error":{"code":107,"message":"bad request"}})
     );
 }
+
+mod properties {
+    use std::borrow::Cow;
+
+    use base64::Engine as _;
+    use proptest::prelude::*;
+
+    use super::super::extract_ticket;
+    use crate::proxy::{payload, Payload};
+
+    fn owned(bytes: Vec<u8>) -> Payload<'static> {
+        Ok(Some(Cow::Owned(bytes)))
+    }
+
+    /// Every character as a `\uXXXX` escape (surrogate pairs past the BMP), the spelling
+    /// furthest from the raw text.
+    fn escaped(s: &str) -> String {
+        let units = s.encode_utf16().map(|unit| format!("\\u{unit:04x}"));
+        format!("\"{}\"", units.collect::<String>())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn any_bytes_give_a_ticket_or_a_problem(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            if let Ok(ticket) = extract_ticket(&owned(bytes)) {
+                prop_assert!(!ticket.is_empty());
+            }
+        }
+
+        #[test]
+        fn json_shaped_text_never_panics(text in r#"[ {}\[\]":,\\tokenul0-9e.+-]{0,64}"#) {
+            let found = extract_ticket(&owned(text.clone().into_bytes()));
+            if let Ok(ticket) = found {
+                prop_assert!(!ticket.is_empty());
+            }
+            // Only a JSON string is a ticket.
+            let wrapped = format!(r#"{{"token":{text}}}"#).into_bytes();
+            if let Ok(ticket) = extract_ticket(&owned(wrapped)) {
+                prop_assert!(text.trim_start().starts_with('"'), "{text:?} gave {ticket:?}");
+            }
+        }
+
+        #[test]
+        fn a_token_string_is_the_ticket(token in any::<String>().prop_filter("non-empty", |s| !s.is_empty())) {
+            let plain = format!(r#"{{"token":{}}}"#, serde_json::to_string(&token).expect("a string"));
+            prop_assert_eq!(extract_ticket(&owned(plain.clone().into_bytes())), Ok(token.clone()));
+            let spelled = format!(r#" {{ "other" : [1, {{"token": 2}}], "token" : {} }} "#, escaped(&token));
+            prop_assert_eq!(extract_ticket(&owned(spelled.into_bytes())), Ok(token.clone()));
+            // The same body as binary-encoded `b64data`.
+            let b64 = base64::engine::general_purpose::STANDARD.encode(plain);
+            prop_assert_eq!(extract_ticket(&payload(None, Some(&b64))), Ok(token));
+        }
+    }
+}

@@ -36,22 +36,25 @@ impl<T: DeserializeOwned> FromRequest<AppState> for Verified<T> {
             .auth
             .verify_body(signature.as_ref(), &bytes)
             .map_err(|reason| reject(state, reason))?;
-        // Every Centrifugo proxy body is a JSON object; serde would also accept an array for
-        // a struct, so check the shape before parsing.
-        if bytes.trim_ascii_start().first() != Some(&b'{') {
-            return Err(EdgeError::NotAnObject);
-        }
-        // The same JSON for every component: no duplicated key (the last one would win here,
-        // the first one elsewhere) and no number that overflows.
-        strict_json::check(&bytes).map_err(|e| EdgeError::MalformedJson {
-            category: e.kind.as_str(),
-            line: e.line,
-            column: e.column,
-        })?;
-        serde_json::from_slice(&bytes)
-            .map(Verified)
-            .map_err(|e| EdgeError::malformed_json(&e))
+        parse_body(&bytes).map(Verified)
     }
+}
+
+/// Parses an authenticated body as a proxy request type.
+pub(crate) fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, EdgeError> {
+    // Every Centrifugo proxy body is a JSON object; serde would also accept an array for a
+    // struct, so check the shape before parsing.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return Err(EdgeError::NotAnObject);
+    }
+    // The same JSON for every component: no duplicated key (the last one would win here, the
+    // first one elsewhere) and no number that overflows.
+    strict_json::check(bytes).map_err(|e| EdgeError::MalformedJson {
+        category: e.kind.as_str(),
+        line: e.line,
+        column: e.column,
+    })?;
+    serde_json::from_slice(bytes).map_err(|e| EdgeError::malformed_json(&e))
 }
 
 fn reject(state: &AppState, reason: super::auth::AuthFailure) -> EdgeError {

@@ -23,6 +23,8 @@ use crate::metrics::Metrics;
 use crate::service::ProxyService;
 use auth::ProxyAuth;
 pub use ops::Readiness;
+// The fuzz targets parse bodies exactly as the extractor does.
+pub(crate) use extract::parse_body;
 
 /// What every HTTP handler can reach.
 pub struct HttpState {

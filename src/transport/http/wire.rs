@@ -266,4 +266,60 @@ mod tests {
         assert_eq!(p.call().rpc_data, RpcData::Base64("AAE=".into()));
         assert_eq!(parse("{}").call().rpc_data, RpcData::Absent);
     }
+
+    mod properties {
+        use proptest::prelude::*;
+        use serde_json::Value;
+
+        use super::*;
+        use crate::proxy::{DisconnectBody, ErrorBody};
+
+        fn parsed<R: WireResult>(reply: &Reply<R>) -> Value {
+            serde_json::from_slice(&encode(reply)).expect("encode writes JSON")
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(256))]
+
+            #[test]
+            fn errors_read_back(code: u32, message: String, temporary: bool) {
+                let reply: Reply<()> = Reply::Error(ErrorBody {
+                    code,
+                    message: message.clone().into(),
+                    temporary,
+                });
+                let value = parsed(&reply);
+                let error = &value["error"];
+                prop_assert_eq!(value.as_object().map(|o| o.len()), Some(1));
+                prop_assert_eq!(error["code"].as_u64(), Some(u64::from(code)));
+                prop_assert_eq!(error["message"].as_str(), Some(message.as_str()));
+                prop_assert_eq!(error.get("temporary").and_then(Value::as_bool), temporary.then_some(true));
+            }
+
+            #[test]
+            fn disconnects_read_back(code: u32, reason: String) {
+                let reply: Reply<()> = Reply::Disconnect(DisconnectBody {
+                    code,
+                    reason: reason.clone().into(),
+                });
+                let value = parsed(&reply);
+                prop_assert_eq!(value.as_object().map(|o| o.len()), Some(1));
+                prop_assert_eq!(value["disconnect"]["code"].as_u64(), Some(u64::from(code)));
+                prop_assert_eq!(value["disconnect"]["reason"].as_str(), Some(reason.as_str()));
+            }
+
+            #[test]
+            fn connect_results_read_back(user: String, expire_at: Option<i64>) {
+                let value = parsed(&Reply::Result(ConnectResult {
+                    user: user.clone(),
+                    expire_at,
+                    info: None,
+                    meta: br#"{"user":"u"}"#.to_vec(),
+                }));
+                let result = &value["result"];
+                prop_assert_eq!(result["user"].as_str(), Some(user.as_str()));
+                prop_assert_eq!(result.get("expire_at").and_then(Value::as_i64), expire_at);
+            }
+        }
+    }
 }
