@@ -40,3 +40,18 @@ fn denied(reason: crate::policy::DenyReason) -> Outcome {
 pub fn bad_payload<R>() -> Decision<R> {
     Decision::new(Outcome::BadPayload, Reply::error(400, "bad request"))
 }
+
+/// Fixtures the decision tests share.
+#[cfg(test)]
+pub(crate) mod testing {
+    use crate::meta::ConnectionMeta;
+
+    /// A member of `fam1` on the pro tier, degraded or not.
+    pub fn meta(degraded: bool) -> ConnectionMeta {
+        let mut m: ConnectionMeta =
+            serde_json::from_str(r#"{"user":"u1","family_id":"fam1","subscription_tier":"pro"}"#)
+                .expect("meta");
+        m.degraded = degraded;
+        m
+    }
+}

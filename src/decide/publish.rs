@@ -55,16 +55,8 @@ mod tests {
     use std::borrow::Cow;
 
     use super::*;
-    use crate::meta::ConnectionMeta;
+    use crate::decide::testing::meta;
     use crate::transport::http::wire::encode;
-
-    fn meta(degraded: bool) -> ConnectionMeta {
-        let mut m: ConnectionMeta =
-            serde_json::from_str(r#"{"user":"u1","family_id":"fam1","subscription_tier":"pro"}"#)
-                .expect("meta");
-        m.degraded = degraded;
-        m
-    }
 
     fn some(bytes: &[u8]) -> Payload<'_> {
         Ok(Some(Cow::Borrowed(bytes)))

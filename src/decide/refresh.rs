@@ -46,16 +46,8 @@ fn extend(outcome: Outcome, until: i64) -> Decision<Extension> {
 mod tests {
     use super::*;
     use crate::decide::context::ContextProblem;
-    use crate::meta::ConnectionMeta;
+    use crate::decide::testing::meta;
     use crate::transport::http::wire::encode;
-
-    fn meta(degraded: bool) -> ConnectionMeta {
-        let mut m: ConnectionMeta =
-            serde_json::from_str(r#"{"user":"u1","family_id":"fam1","subscription_tier":"pro"}"#)
-                .expect("meta");
-        m.degraded = degraded;
-        m
-    }
 
     fn inputs(streak_open: bool) -> RefreshInputs {
         RefreshInputs {

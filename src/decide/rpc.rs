@@ -78,16 +78,8 @@ pub fn answer(answer: &BackendAnswer) -> Decision<RpcResult> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meta::ConnectionMeta;
+    use crate::decide::testing::meta;
     use crate::transport::http::wire::encode;
-
-    fn meta(degraded: bool) -> ConnectionMeta {
-        let mut m: ConnectionMeta =
-            serde_json::from_str(r#"{"user":"u1","family_id":"fam1","subscription_tier":"pro"}"#)
-                .expect("meta");
-        m.degraded = degraded;
-        m
-    }
 
     fn body(d: &Decision<RpcResult>) -> serde_json::Value {
         serde_json::from_slice(&encode(&d.reply)).expect("json")

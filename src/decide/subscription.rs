@@ -59,12 +59,10 @@ fn until(ttl: Option<Duration>, now_unix: i64) -> Option<i64> {
 mod tests {
     use super::*;
     use crate::decide::context::ContextProblem;
-    use crate::meta::ConnectionMeta;
     use crate::transport::http::wire::encode;
 
-    fn meta() -> ConnectionMeta {
-        serde_json::from_str(r#"{"user":"u1","family_id":"fam1","subscription_tier":"pro"}"#)
-            .expect("meta")
+    fn meta() -> crate::meta::ConnectionMeta {
+        crate::decide::testing::meta(false)
     }
 
     fn body<R: crate::transport::http::wire::WireResult>(d: &Decision<R>) -> String {
