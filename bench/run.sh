@@ -3,6 +3,7 @@
 #
 #     bash bench/run.sh               # everything below (~2 min once built)
 #     bash bench/run.sh transports    # only part 3 (~1 min once built)
+#     bash bench/run.sh pool          # only part 4 (~1 min once built; needs redis-server)
 #
 # Builds release, starts the fake identity-service (bench_identity) and the service on
 # free loopback ports, and drives signed connect requests from a separate process (loadgen):
@@ -17,6 +18,10 @@
 #      the pass-through reference (bench/passthrough.rs: the same Validate call with nothing
 #      around it), at BENCH_CONCURRENCY, in BENCH_TRANSPORT_ROUNDS rounds (medians). A build
 #      without a gRPC listener is reported as "gRPC: not served by this build".
+#   4. pool (issue 8): degraded-mode connect with FALLBACK_LEDGER=memory vs redis (a private
+#      redis-server on a free port), publish with the per-replica vs the shared (Redis)
+#      limiter, each at BENCH_CONCURRENCY in flight; then loading 100k and 1M tickets
+#      (examples/pool_load: time and peak RSS).
 # Prints throughput, p50/p99, the service's CPU time per request, peak RSS, and a summary.
 # Everything listens on 127.0.0.1 and every run is bounded in time; all processes started
 # here are stopped on exit. bench/README.md explains each figure.
@@ -38,8 +43,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 SCENARIO=${1:-all}
 case $SCENARIO in
-  all | transports) ;;
-  *) echo "usage: bash bench/run.sh [all|transports]" >&2; exit 2 ;;
+  all | transports | pool) ;;
+  *) echo "usage: bash bench/run.sh [all|transports|pool]" >&2; exit 2 ;;
 esac
 
 C=${BENCH_CONCURRENCY:-16}
@@ -66,6 +71,7 @@ SERVICE_BIN=$TARGET/realtime-service
 LOADGEN=$TARGET/examples/loadgen
 IDENTITY_BIN=$TARGET/examples/bench_identity
 PASSTHROUGH_BIN=$TARGET/examples/passthrough
+POOL_LOAD_BIN=$TARGET/examples/pool_load
 CLK_TCK=$(getconf CLK_TCK 2>/dev/null || echo 100)
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/realtime-bench.XXXXXX")
@@ -152,7 +158,8 @@ start_service() { # NAME PORT LOGFILE ENV...
 
 # ---------------------------------------------------------------------------------------
 log "build (release)"
-cargo build --release --bin realtime-service --example loadgen --example bench_identity --example passthrough
+cargo build --release --bin realtime-service --example loadgen --example bench_identity --example passthrough \
+  --example pool_load
 
 echo "machine: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg), CLK_TCK=$CLK_TCK"
 echo "settings: concurrency $C for ${D}s, latency concurrency $C_LAT for ${D_LAT}s, warm-up ${WARMUP}s, client $CLIENT"
@@ -260,8 +267,107 @@ transports() {
 }
 verdict() { awk "BEGIN { print (($1) ? \"met\" : \"NOT met\") }"; }
 
+# Part 4, a function because `pool` runs it alone.
+pool() {
+  command -v redis-server >/dev/null || die "the pool scenario needs redis-server (apt-get install redis-server)"
+  local redis_port redis_pid mem_port redis_ledger_port local_port shared_port closed_port quick=300 n
+  redis_port=$(free_port)
+  redis-server --port "$redis_port" --bind 127.0.0.1 --save '' --appendonly no >"$WORK/redis.log" 2>&1 &
+  redis_pid=$!
+  STARTED_PIDS+=("$redis_pid")
+  for _ in $(seq 1 100); do port_open "$redis_port" && break; sleep 0.1; done
+  port_open "$redis_port" || die "redis-server did not listen on $redis_port"
+  local redis_url="redis://127.0.0.1:$redis_port"
+  echo "redis-server: 127.0.0.1:$redis_port (pid $redis_pid)"
+
+  log "pool: degraded-mode connect, memory ledger vs Redis ledger; $C in flight, ${D}s each"
+  n=$((POOL_TICKETS / 2))
+  od -An -tx1 -v -w16 -N $((POOL_TICKETS * 16)) /dev/urandom | tr -d ' ' >"$WORK/pool4.txt"
+  head -n "$n" "$WORK/pool4.txt" >"$WORK/pool4-memory.txt"
+  tail -n +$((n + 1)) "$WORK/pool4.txt" >"$WORK/pool4-redis.txt"
+  closed_port=$(free_port)
+  # A window as short as the deadline: degraded right after the first failed call.
+  local degraded_env=(IDENTITY_VALIDATE_GRPC_ADDRESS="127.0.0.1:$closed_port" FALLBACK_TICKETS_PATH="$WORK/pool4.txt"
+    FALLBACK_DEGRADED_WINDOW_MS=$quick IDENTITY_VALIDATE_DEADLINE_MS=$quick FALLBACK_LOW_WATERMARK=0
+    FALLBACK_RELOAD_INTERVAL_S=0)
+  mem_port=$(free_port)
+  start_service pool-memory "$mem_port" "$WORK/pool-memory.log" "${degraded_env[@]}" FALLBACK_LEDGER=memory
+  local mem_pid=$SERVICE_PID
+  redis_ledger_port=$(free_port)
+  start_service pool-redis "$redis_ledger_port" "$WORK/pool-redis.log" "${degraded_env[@]}" FALLBACK_LEDGER=redis \
+    REDIS_URL="$redis_url" REDIS_KEY_PREFIX="bench-$$:"
+  local redis_ledger_pid=$SERVICE_PID
+  local port
+  for port in "$mem_port" "$redis_ledger_port"; do
+    "$LOADGEN" http --url "http://127.0.0.1:$port/centrifugo/connect" --secret "$SECRET" --concurrency 1 \
+      --requests 1 --seconds 5 --prefix open-streak- --label open-streak >/dev/null || true
+    local degraded=
+    for _ in $(seq 1 100); do
+      if health "$port" | grep -q '"degraded":true'; then degraded=yes; break; fi
+      sleep 0.1
+    done
+    [[ -n $degraded ]] || die "the instance on $port did not turn degraded"
+  done
+  local common=(--secret "$SECRET" --client "$CLIENT" --concurrency "$C" --seconds "$D" --warmup "$WARMUP")
+  load http --url "http://127.0.0.1:$mem_port/centrifugo/connect" --tickets-file "$WORK/pool4-memory.txt" \
+    "${common[@]}" --label pool-memory --pid service="$mem_pid"
+  local r_mem=$RESULT
+  load http --url "http://127.0.0.1:$redis_ledger_port/centrifugo/connect" --tickets-file "$WORK/pool4-redis.txt" \
+    "${common[@]}" --label pool-redis --pid service="$redis_ledger_pid" --pid redis="$redis_pid"
+  local r_redis=$RESULT
+  echo "redis ledger health: $(health "$redis_ledger_port")"
+
+  log "pool: publish, per-replica limiter vs shared (Redis) limiter; $C in flight, ${D}s each"
+  local_port=$(free_port)
+  start_service publish-local "$local_port" "$WORK/publish-local.log" IDENTITY_VALIDATE_GRPC_ADDRESS="$IDENTITY_ADDR"
+  local local_pid=$SERVICE_PID
+  shared_port=$(free_port)
+  start_service publish-shared "$shared_port" "$WORK/publish-shared.log" IDENTITY_VALIDATE_GRPC_ADDRESS="$IDENTITY_ADDR" \
+    REDIS_URL="$redis_url" REDIS_KEY_PREFIX="bench-$$:"
+  local shared_pid=$SERVICE_PID
+  load http --url "http://127.0.0.1:$local_port/centrifugo/publish" "${common[@]}" --label publish-local \
+    --pid service="$local_pid"
+  local r_local=$RESULT
+  load http --url "http://127.0.0.1:$shared_port/centrifugo/publish" "${common[@]}" --label publish-shared \
+    --pid service="$shared_pid" --pid redis="$redis_pid"
+  local r_shared=$RESULT
+  local fallbacks
+  fallbacks=$(curl -fsS "http://127.0.0.1:$shared_port/metrics" | awk '/^realtime_publish_limiter_fallback_total/ { print $NF }')
+  echo "shared limiter: publishes decided per replica because Redis did not answer: ${fallbacks:-?}"
+
+  log "pool: loading the ticket set (examples/pool_load)"
+  "$POOL_LOAD_BIN" | tee "$WORK/pool_load.txt"
+
+  log "pool summary"
+  p() { field "$1" "$2"; }
+  printf '%-22s %8s %8s %8s %8s %14s %14s %7s\n' run inflight req/s p50_ms p99_ms svc_cpu_us/req redis_cpu_us/req errors
+  local r name cpu rcpu
+  for r in "$r_mem" "$r_redis" "$r_local" "$r_shared"; do
+    name=$(p "$r" label)
+    cpu=$(p "$r" cpu_us_per_req_service)
+    rcpu=$(p "$r" cpu_us_per_req_redis)
+    printf '%-22s %8s %8.0f %8.3f %8.3f %14s %14s %7s\n' "$name" "$(p "$r" concurrency)" "$(p "$r" rps)" \
+      "$(calc "$(p "$r" p50_us) / 1000" 3)" "$(calc "$(p "$r" p99_us) / 1000" 3)" "${cpu:--}" "${rcpu:--}" "$(p "$r" errors)"
+  done
+  local added_p99
+  added_p99=$(calc "($(p "$r_redis" p99_us) - $(p "$r_mem" p99_us)) / 1000" 3)
+  echo
+  echo "degraded connect, Redis ledger / memory ledger: throughput $(calc "$(p "$r_redis" rps) / $(p "$r_mem" rps)" 2)," \
+    "p50 $(calc "$(p "$r_redis" p50_us) / $(p "$r_mem" p50_us)" 2)x, p99 $(calc "$(p "$r_redis" p99_us) / $(p "$r_mem" p99_us)" 2)x," \
+    "service CPU/request $(calc "$(p "$r_redis" cpu_us_per_req_service) / $(p "$r_mem" cpu_us_per_req_service)" 2)x"
+  echo "Redis ledger adds ${added_p99} ms p99 at $C in flight (target < 0.5 ms: $(verdict "$added_p99 < 0.5"))"
+  echo "publish, shared limiter / per-replica: throughput $(calc "$(p "$r_shared" rps) / $(p "$r_local" rps)" 2)," \
+    "p50 $(calc "$(p "$r_shared" p50_us) / $(p "$r_local" p50_us)" 2)x, p99 $(calc "$(p "$r_shared" p99_us) / $(p "$r_local" p99_us)" 2)x," \
+    "service CPU/request $(calc "$(p "$r_shared" cpu_us_per_req_service) / $(p "$r_local" cpu_us_per_req_service)" 2)x"
+  echo "note: $(nproc) shared cores run the load generator, the service and redis-server together; compare ratios, not absolutes."
+}
+
 if [[ $SCENARIO == transports ]]; then
   transports
+  exit 0
+fi
+if [[ $SCENARIO == pool ]]; then
+  pool
   exit 0
 fi
 

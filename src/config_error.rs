@@ -77,6 +77,17 @@ impl Problems {
         }
     }
 
+    /// Keeps the value of a check that reports several errors, or records them all.
+    pub fn take_all<T>(&mut self, result: Result<T, ConfigErrors>) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
+            Err(ConfigErrors(errors)) => {
+                self.0.extend(errors);
+                None
+            }
+        }
+    }
+
     pub fn finish<T>(self, value: impl FnOnce() -> T) -> Result<T, ConfigErrors> {
         if self.0.is_empty() {
             Ok(value())

@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config_error::{invalid, ConfigError};
+use crate::config_error::{invalid, ConfigError, ConfigErrors, Problems};
 use crate::redis_client::RedisConfig;
 
 /// `FALLBACK_LEDGER_TTL_S` default: 30 days.
@@ -101,33 +101,43 @@ impl FallbackConfig {
     pub fn from_lookup(
         get: &dyn Fn(&str) -> Option<String>,
         redis: Option<&RedisConfig>,
-    ) -> Result<Self, ConfigError> {
+    ) -> Result<Self, ConfigErrors> {
         let value = |var: &str| get(var).filter(|v| !v.trim().is_empty());
-        let kind =
-            value("FALLBACK_LEDGER").map_or(Ok(LedgerKind::Memory), |v| parse_ledger_kind(&v))?;
+        // Every variable is checked, so one run of `check-config` names every problem.
+        let mut p = Problems::default();
+        let kind = p.take(
+            value("FALLBACK_LEDGER").map_or(Ok(LedgerKind::Memory), |v| parse_ledger_kind(&v)),
+        );
         let path = value("FALLBACK_LEDGER_PATH").map(|p| PathBuf::from(p.trim()));
-        let ttl = value("FALLBACK_LEDGER_TTL_S")
-            .map_or(Ok(Duration::from_secs(DEFAULT_LEDGER_TTL_S)), |v| {
-                parse_ledger_ttl_s(&v)
-            })?;
-        let on_unavailable = value("FALLBACK_LEDGER_UNAVAILABLE")
-            .map_or(Ok(OnUnavailable::Local), |v| parse_on_unavailable(&v))?;
-        let reload_interval = value("FALLBACK_RELOAD_INTERVAL_S").map_or(
+        let ttl = p.take(
+            value("FALLBACK_LEDGER_TTL_S")
+                .map_or(Ok(Duration::from_secs(DEFAULT_LEDGER_TTL_S)), |v| {
+                    parse_ledger_ttl_s(&v)
+                }),
+        );
+        let on_unavailable = p.take(
+            value("FALLBACK_LEDGER_UNAVAILABLE")
+                .map_or(Ok(OnUnavailable::Local), |v| parse_on_unavailable(&v)),
+        );
+        let reload_interval = p.take(value("FALLBACK_RELOAD_INTERVAL_S").map_or(
             Ok(Some(Duration::from_secs(DEFAULT_RELOAD_INTERVAL_S))),
             |v| parse_reload_interval_s(&v),
-        )?;
+        ));
         match kind {
-            LedgerKind::File if path.is_none() => {
-                return Err(invalid(
-                    "FALLBACK_LEDGER_PATH",
-                    "required when FALLBACK_LEDGER=file",
-                ))
+            Some(LedgerKind::File) if path.is_none() => {
+                p.push("FALLBACK_LEDGER_PATH", "required when FALLBACK_LEDGER=file")
             }
-            LedgerKind::Redis if redis.is_none() => {
-                return Err(invalid("REDIS_URL", "required when FALLBACK_LEDGER=redis"))
+            Some(LedgerKind::Redis) if redis.is_none() => {
+                p.push("REDIS_URL", "required when FALLBACK_LEDGER=redis");
             }
             _ => {}
         }
+        let (Some(kind), Some(ttl), Some(on_unavailable), Some(reload_interval)) =
+            (kind, ttl, on_unavailable, reload_interval)
+        else {
+            return p.finish(|| unreachable!("a value is missing only after an error"));
+        };
+        p.finish(|| ())?;
         Ok(Self {
             ledger: LedgerConfig {
                 kind,

@@ -2,147 +2,14 @@
 //! bounded under thousands of abusive connections, a low open-file limit does not take health
 //! checks off the air, and SIGTERM ends even with stalled connections.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use crate::abuse::{guard, read_until_closed, RawResponse};
-use crate::helpers::{metric_in, TempDir};
-
-const BINARY: &str = env!("CARGO_BIN_EXE_realtime-service");
-
-/// The real binary, killed (by its own pid) if a test fails before it exits.
-struct Service {
-    child: Child,
-    port: u16,
-    dir: TempDir,
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Service {
-    /// Starts `serve` with `env` over a small base, through `bash -c "$prelude; exec ..."` so a
-    /// test can lower limits for the child alone. Returns once `/health` answers.
-    async fn start(prelude: &str, env: &[(&str, &str)]) -> Self {
-        let port = free_port();
-        let dir = TempDir::new();
-        let log = std::fs::File::create(dir.0.join("log")).expect("log file");
-        let mut command = Command::new("bash");
-        command
-            .arg("-c")
-            .arg(format!("{prelude}\nexec \"$0\" serve"))
-            .arg(BINARY)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("CENTRIFUGO_PROXY_AUTH", "hmac")
-            .env("CENTRIFUGO_PROXY_SECRET", crate::helpers::SECRET)
-            .env("LISTEN_HOST", "127.0.0.1")
-            .env("LISTEN_PORT", port.to_string())
-            .env("IDENTITY_VALIDATE_GRPC_ADDRESS", "127.0.0.1:9")
-            .env("SHUTDOWN_DRAIN_DELAY_MS", "0")
-            .env("LOG_LEVEL", "info")
-            .env("LOG_FORMAT", "text");
-        for (name, value) in env {
-            command.env(name, value);
-        }
-        let child = command
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log)
-            .spawn()
-            .expect("binary starts");
-        let service = Self { child, port, dir };
-        let started = Instant::now();
-        while service.health().await != Some(200) {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "the binary did not start:\n{}",
-                service.log()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        service
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.0.join("log")).unwrap_or_default()
-    }
-
-    fn addr(&self) -> (&'static str, u16) {
-        ("127.0.0.1", self.port)
-    }
-
-    /// `GET /health` on a new connection; `None` when it is not answered within 5 s.
-    async fn health(&self) -> Option<u16> {
-        self.get("/health").await.map(|(status, _)| status)
-    }
-
-    async fn get(&self, path: &str) -> Option<(u16, String)> {
-        // A new connection each time: the point is that new ones are still accepted.
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(0)
-            .timeout(Duration::from_secs(5))
-            .build()
-            .expect("client");
-        let response = client
-            .get(format!("http://127.0.0.1:{}{path}", self.port))
-            .send()
-            .await
-            .ok()?;
-        let status = response.status().as_u16();
-        Some((status, response.text().await.ok()?))
-    }
-
-    async fn metric(&self, sample: &str) -> f64 {
-        let (_, text) = self.get("/metrics").await.expect("metrics answered");
-        metric_in(&text, sample).unwrap_or_else(|| panic!("no {sample}"))
-    }
-
-    /// A `kB` field of `/proc/<pid>/status` (`VmRSS`, `VmHWM`), in bytes.
-    fn memory(&self, field: &str) -> u64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            .unwrap_or_else(|| panic!("no {field}"))
-            * 1024
-    }
-
-    /// Waits for the process to exit, at most `within`; its exit code.
-    async fn exit_code(&mut self, within: Duration) -> Option<i32> {
-        let started = Instant::now();
-        while started.elapsed() < within {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return status.code();
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!(
-            "the process did not exit within {within:?}:\n{}",
-            self.log()
-        );
-    }
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
+use crate::process::Service;
 
 /// Lets this test process hold thousands of sockets: soft open-file limit up to the hard one.
 fn raise_own_open_file_limit(needed: u64) {

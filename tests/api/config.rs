@@ -315,3 +315,63 @@ fn check_config_reports_the_pool_file_it_would_load() {
         );
     }
 }
+
+#[test]
+fn check_config_names_every_ledger_problem_in_one_run() {
+    type Env<'a> = &'a [(&'a str, &'a str)];
+    let cases: [(Env, &[&str]); 2] = [
+        (
+            &[
+                ("FALLBACK_LEDGER", "redis"),
+                ("FALLBACK_LEDGER_TTL_S", "3600"),
+                ("FALLBACK_RELOAD_INTERVAL_S", "soon"),
+            ],
+            &[
+                "REDIS_URL",
+                "FALLBACK_LEDGER_TTL_S",
+                "shorter than a day",
+                "FALLBACK_RELOAD_INTERVAL_S",
+            ],
+        ),
+        (
+            &[
+                ("FALLBACK_LEDGER", "file"),
+                ("FALLBACK_LEDGER_UNAVAILABLE", "maybe"),
+            ],
+            &["FALLBACK_LEDGER_PATH", "FALLBACK_LEDGER_UNAVAILABLE"],
+        ),
+    ];
+    for (env, named) in cases {
+        let mut all = vec![("CENTRIFUGO_PROXY_SECRET", CONFIG_SECRET), POOL];
+        all.extend_from_slice(env);
+        let output = check_config(&all);
+        let stderr = text(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        for var in named {
+            assert!(stderr.contains(var), "{var} not named:\n{stderr}");
+        }
+    }
+}
+
+#[test]
+fn check_config_says_whether_redis_answered_without_failing_when_it_does_not() {
+    let redis = crate::process::Redis::start();
+    let closed = format!("redis://127.0.0.1:{}", crate::process::free_port());
+    for (url, line) in [(redis.url(), "answered PING"), (closed, "did not answer")] {
+        let output = check_config(&[
+            ("CENTRIFUGO_PROXY_SECRET", CONFIG_SECRET),
+            POOL,
+            ("FALLBACK_LEDGER", "redis"),
+            ("REDIS_URL", &url),
+        ]);
+        let stdout = text(&output.stdout);
+        assert_eq!(output.status.code(), Some(0), "{stdout}");
+        assert!(
+            stdout
+                .lines()
+                .any(|l| l.starts_with("# redis: ") && l.contains(line)),
+            "no {line:?} in:\n{stdout}"
+        );
+        assert!(stdout.contains("# fallback ledger: redis"), "{stdout}");
+    }
+}

@@ -228,7 +228,7 @@ pub(super) fn fallback(
             );
         }
     }
-    let store = p.take(FallbackConfig::from_lookup(
+    let store = p.take_all(FallbackConfig::from_lookup(
         &|var| match var {
             "FALLBACK_LEDGER" => Some(s.fallback_ledger.clone()),
             "FALLBACK_LEDGER_PATH" => s.fallback_ledger_path.clone(),
