@@ -354,3 +354,7 @@ impl Config {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+#[path = "telemetry_tests.rs"]
+mod telemetry_tests;
