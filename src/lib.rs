@@ -29,6 +29,7 @@ pub mod fallback;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod identity;
+pub(crate) mod log_limit;
 pub mod meta;
 pub(crate) mod metrics;
 pub(crate) mod otlp;

@@ -7,6 +7,8 @@
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::log_limit::LogLimit;
+
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
@@ -37,14 +39,14 @@ pub fn span_exporter(
 #[derive(Debug)]
 pub struct CountingExporter<E> {
     inner: E,
-    warnings: Mutex<RateLimit>,
+    warnings: Mutex<LogLimit>,
 }
 
 impl<E> CountingExporter<E> {
     pub fn new(inner: E) -> Self {
         Self {
             inner,
-            warnings: Mutex::new(RateLimit::new(WARN_INTERVAL)),
+            warnings: Mutex::new(LogLimit::new(WARN_INTERVAL)),
         }
     }
 
@@ -89,39 +91,6 @@ impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
     }
 }
 
-/// "At most one per interval": which events to report, and how many were held back since
-/// the last one reported.
-#[derive(Debug)]
-pub struct RateLimit {
-    every: Duration,
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimit {
-    pub fn new(every: Duration) -> Self {
-        Self {
-            every,
-            last: None,
-            suppressed: 0,
-        }
-    }
-
-    /// An event at `now`: `Some(held back before it)` when it is to be reported.
-    pub fn admit(&mut self, now: Instant) -> Option<u64> {
-        match self.last {
-            Some(last) if now.saturating_duration_since(last) < self.every => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,19 +99,6 @@ mod tests {
 
     use opentelemetry::trace::{Tracer, TracerProvider as _};
     use opentelemetry_sdk::trace::SdkTracerProvider;
-
-    #[test]
-    fn one_report_per_interval_with_the_count_held_back() {
-        let start = Instant::now();
-        let at = |ms| start + Duration::from_millis(ms);
-        let mut limit = RateLimit::new(Duration::from_secs(30));
-        assert_eq!(limit.admit(at(0)), Some(0));
-        assert_eq!(limit.admit(at(1)), None);
-        assert_eq!(limit.admit(at(29_999)), None);
-        assert_eq!(limit.admit(at(30_000)), Some(2));
-        assert_eq!(limit.admit(at(30_001)), None);
-        assert_eq!(limit.admit(at(90_000)), Some(1));
-    }
 
     /// Ends one span through a synchronous exporter to `url`; returns how many export
     /// failures were counted meanwhile (other tests in this binary export nothing).

@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use crate::proxy::{codes, Decision, Outcome, Reply};
 
-fn secs(d: Duration) -> i64 {
+/// Whole seconds as the signed Unix-time arithmetic `expire_at` uses, saturating.
+pub(crate) fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
 }
 

@@ -4,16 +4,12 @@
 use serde_json::value::RawValue;
 
 use super::ProxyService;
-use crate::decide::{self, refresh::RefreshInputs};
+use crate::decide::{self, refresh::RefreshInputs, secs};
 use crate::proxy::{
     CallRequest, Decision, Extension, ProxyKind, PublishResult, RpcData, RpcResult,
     SubscribeResult, Transport,
 };
 use crate::rpc::BackendRequest;
-
-fn secs(d: std::time::Duration) -> i64 {
-    i64::try_from(d.as_secs()).unwrap_or(i64::MAX)
-}
 
 impl ProxyService {
     pub fn refresh(&self, via: Transport, request: &CallRequest<'_>) -> Decision<Extension> {

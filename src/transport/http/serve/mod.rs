@@ -50,6 +50,8 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use crate::log_limit::LogLimit;
+
 use conn::serve_connection;
 use table::{Open, Room, Table};
 
@@ -190,8 +192,8 @@ async fn run(
     let mut tasks = JoinSet::new();
     let mut next_id: u64 = 0;
     let mut backoff = Backoff::default();
-    let mut accept_warn = WarnLimiter::default();
-    let mut full_warn = WarnLimiter::default();
+    let mut accept_warn = LogLimit::new(WARN_EVERY);
+    let mut full_warn = LogLimit::new(WARN_EVERY);
     tokio::pin!(shutdown);
 
     loop {
@@ -224,7 +226,7 @@ async fn run(
                         }
                         Room::Full => {
                             metrics.refused.inc();
-                            if let Some(suppressed) = full_warn.allow(Instant::now()) {
+                            if let Some(suppressed) = full_warn.admit(Instant::now().into_std()) {
                                 tracing::warn!(
                                     max = limits.max_connections,
                                     suppressed,
@@ -244,7 +246,7 @@ async fn run(
                 }
                 Err(error) => {
                     metrics.accept_errors.inc();
-                    if let Some(suppressed) = accept_warn.allow(Instant::now()) {
+                    if let Some(suppressed) = accept_warn.admit(Instant::now().into_std()) {
                         tracing::warn!(%error, suppressed, "accepting a connection failed");
                     }
                     // A client that gave up during the handshake says nothing about us.
@@ -291,29 +293,6 @@ fn is_connection_error(error: &io::Error) -> bool {
             | io::ErrorKind::ConnectionAborted
             | io::ErrorKind::ConnectionReset
     )
-}
-
-/// Lets a WARN through at most once per [`WARN_EVERY`], counting the ones held back.
-#[derive(Debug, Default)]
-struct WarnLimiter {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl WarnLimiter {
-    /// `Some(held back since the last one)` when a WARN may be written now.
-    fn allow(&mut self, now: Instant) -> Option<u64> {
-        match self.last {
-            Some(last) if now.saturating_duration_since(last) < WARN_EVERY => {
-                self.suppressed += 1;
-                None
-            }
-            _ => {
-                self.last = Some(now);
-                Some(std::mem::take(&mut self.suppressed))
-            }
-        }
-    }
 }
 
 /// The pause after a failed accept: doubling from [`BACKOFF_FIRST`] to [`BACKOFF_MAX`].
