@@ -98,10 +98,7 @@ impl Answers for AcceptAny {
         &self,
         request: Request<ValidateRequest>,
     ) -> Result<Response<ValidateResponse>, Status> {
-        let ticket = request.into_inner().ticket;
-        if ticket.is_empty() {
-            return Err(Status::invalid_argument("empty ticket"));
-        }
+        let ticket = stand_in::ticket_of(request)?;
         let user = format!("user-{}", ticket.len());
         Ok(Response::new(stand_in::success(
             &user,

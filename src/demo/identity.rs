@@ -53,16 +53,23 @@ impl Answers for DemoTickets {
         &self,
         request: Request<ValidateRequest>,
     ) -> Result<Response<ValidateResponse>, Status> {
-        let ticket = request.into_inner().ticket;
-        if ticket.is_empty() {
-            return Err(Status::invalid_argument("empty ticket"));
-        }
+        let ticket = ticket_of(request)?;
         self.0
             .get(&ticket)
             .cloned()
             .map(Response::new)
             .ok_or_else(|| Status::not_found("unknown ticket"))
     }
+}
+
+/// The ticket of a call, refusing an empty one with INVALID_ARGUMENT as identity-service
+/// does (that is what the background probe sends).
+pub fn ticket_of(request: Request<ValidateRequest>) -> Result<String, Status> {
+    let ticket = request.into_inner().ticket;
+    if ticket.is_empty() {
+        return Err(Status::invalid_argument("empty ticket"));
+    }
+    Ok(ticket)
 }
 
 /// A Success answer for `user`.
