@@ -18,6 +18,11 @@
 //! stdout once it accepts connections; SIGTERM or SIGINT stop it (in-flight requests finish).
 //! The runtime is tokio's default multi-threaded one, as in the service.
 
+/// The same allocator as the service (src/main.rs), so the comparison measures the service's
+/// work, not a difference in allocators.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::Write;
 use std::net::SocketAddr;
 use std::process::ExitCode;

@@ -6,6 +6,10 @@
 //! Reported: the startup load (stream, hash, sort, generation), and a reload of unchanged
 //! content (one streaming fingerprint pass, no parsing).
 
+/// The service's allocator (src/main.rs): the peak RSS measured is the one the service has.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::process::{Command, ExitCode};

@@ -180,6 +180,9 @@ impl RedisClient {
                 .set_password(password.trim_end_matches(['\r', '\n']));
             info = info.set_redis_settings(settings);
         }
+        // Nagle would hold each pipelined command until the previous reply's ACK arrives:
+        // a round trip of Redis's time added to every claim made while another is in flight.
+        info = info.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
         let client =
             redis::Client::open(info).map_err(|e| SetupError::Client(format!("{:?}", e.kind())))?;
         // Few, short retries: a call waits at most `timeout` anyway, and the next call after a

@@ -105,11 +105,21 @@ pub struct Loaded {
 /// fingerprint skips parsing and hashing every ticket again.
 pub type Fingerprint = [u8; 32];
 
+/// The most entries reserved from a file's size (128 MiB of digests): a larger file still
+/// loads, growing as it is read.
+const RESERVE_CAP: usize = 1 << 22;
+
 /// Reads the set at `path`.
 pub fn load(path: &Path) -> Result<Loaded, LoadError> {
     let mut digests = Vec::new();
     let mut raw = Sha256::new();
     visit(path, &mut raw, |name, reader, raw| {
+        // A line per 32-character ticket: reserving for that up front spares a million-entry
+        // vector its doubling copies, whose old and new buffers would both count in the peak.
+        if let Ok(meta) = reader.get_ref().metadata() {
+            let lines = usize::try_from(meta.len() / 33).unwrap_or(usize::MAX);
+            digests.reserve(lines.min(RESERVE_CAP));
+        }
         read_tickets(name, reader, raw, &mut digests)
     })?;
     Ok(Loaded {
