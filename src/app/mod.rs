@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::policy::{ChannelPolicy, PolicyError};
 use crate::rpc::RpcClient;
 use crate::service::{self, ProxyService};
-use crate::transport::grpc::{self, GrpcProxy, GrpcServer};
+use crate::transport::grpc::{self, GrpcLimits, GrpcProxy, GrpcServer};
 use crate::transport::http::limits::{self, InflightLimit};
 use crate::transport::http::serve::{ServeLimits, ServeMetrics};
 use crate::transport::http::{auth::ProxyAuth, AppState, HttpState, Readiness};
@@ -143,24 +143,26 @@ impl Application {
                 metrics.clone(),
             )
         });
+        let serve_limits = ServeLimits {
+            header_read_timeout: config.http.header_read_timeout,
+            idle_timeout: config.http.idle_timeout,
+            max_connections: config.http.max_connections,
+            shutdown_timeout: config.shutdown_timeout,
+            max_header_bytes: config.http.max_header_bytes,
+        };
         let grpc = match config.listen.grpc {
             Some(addr) => {
                 let tls = match &config.listen.grpc_tls {
                     Some(tls) => Some(grpc::tls_config(tls).map_err(ConfigErrors::from)?),
                     None => None,
                 };
-                let proxy = GrpcProxy::new(
-                    service.clone(),
-                    auth.clone(),
-                    config.edge.max_body_bytes,
-                    inflight.clone(),
-                );
-                Some(GrpcServer::new(
-                    bind(addr).await?,
-                    proxy,
-                    tls,
-                    config.edge.max_body_bytes,
-                ))
+                let proxy = GrpcProxy::new(service.clone(), auth.clone(), inflight.clone());
+                let limits = GrpcLimits {
+                    serve: serve_limits,
+                    message_timeout: config.edge.body_read_timeout,
+                    max_message_bytes: config.edge.max_body_bytes,
+                };
+                Some(GrpcServer::new(bind(addr).await?, proxy, tls, limits))
             }
             None => None,
         };
@@ -183,13 +185,7 @@ impl Application {
             metrics_listener,
             grpc,
             state,
-            serve_limits: ServeLimits {
-                header_read_timeout: config.http.header_read_timeout,
-                idle_timeout: config.http.idle_timeout,
-                max_connections: config.http.max_connections,
-                shutdown_timeout: config.shutdown_timeout,
-                max_header_bytes: config.http.max_header_bytes,
-            },
+            serve_limits,
             serve_metrics,
             drain_delay: config.drain_delay,
             _probe: probe,

@@ -114,9 +114,9 @@ impl Application {
 }
 
 /// Waits for the gRPC server to finish its in-flight calls, at most `timeout` after the stop
-/// signal; then cuts it (tonic would otherwise wait for a stalled call forever).
+/// signal; then cuts it (a stalled call would otherwise hold shutdown forever).
 async fn bounded_grpc_shutdown(
-    mut task: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+    mut task: tokio::task::JoinHandle<()>,
     stop: watch::Receiver<bool>,
     timeout: Duration,
 ) -> std::io::Result<()> {
@@ -125,7 +125,7 @@ async fn bounded_grpc_shutdown(
         tokio::time::sleep(timeout).await;
     };
     tokio::select! {
-        result = &mut task => result.map_err(std::io::Error::other)?.map_err(std::io::Error::other),
+        result = &mut task => result.map_err(std::io::Error::other),
         () = deadline => {
             task.abort();
             tracing::warn!("shutdown: gRPC calls were still in flight after SHUTDOWN_TIMEOUT_MS and were cut");

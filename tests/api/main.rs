@@ -13,6 +13,7 @@ mod docs;
 mod fake_identity;
 mod grpc_auth;
 mod grpc_connect;
+mod grpc_edge;
 mod grpc_ops;
 mod grpc_pool;
 mod grpc_proxies;

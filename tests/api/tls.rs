@@ -246,3 +246,92 @@ async fn https_rpc_backends_are_called_over_tls() {
     // A TLS handshake record (0x16), protocol major version 3.
     assert_eq!(&hello[..2], &[0x16, 0x03], "{hello:?}");
 }
+
+/// The gRPC listener with `GRPC_PROXY_TLS_*`, reached as `SERVER_NAME` at 127.0.0.1.
+async fn grpc_tls_app(pki: &Pki, require_client_cert: bool) -> TestApp {
+    spawn_app_with(|c| {
+        c.set("GRPC_PROXY_TLS_CERT_PATH", pki.path("server.crt"))
+            .set("GRPC_PROXY_TLS_KEY_PATH", pki.path("server.key"));
+        if require_client_cert {
+            c.set("GRPC_PROXY_TLS_CLIENT_CA_PATH", pki.path("ca.pem"));
+        }
+    })
+    .await
+}
+
+/// A connect over the app's gRPC listener through TLS that trusts the test CA, presenting the
+/// client certificate when `client_cert` is set: the answer, or the status of a failed call.
+async fn grpc_tls_connect(
+    app: &TestApp,
+    pki: &Pki,
+    client_cert: bool,
+    ticket: &str,
+) -> Result<serde_json::Value, Status> {
+    use crate::grpc_support::{signed, Body, Call};
+    use realtime_service::transport::grpc::proto::centrifugo_proxy_client::CentrifugoProxyClient;
+    use tonic::transport::{ClientTlsConfig, Endpoint};
+
+    let mut tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(pki.read("ca.pem")))
+        .domain_name(SERVER_NAME);
+    if client_cert {
+        tls = tls.identity(Identity::from_pem(
+            pki.read("client.crt"),
+            pki.read("client.key"),
+        ));
+    }
+    let endpoint = Endpoint::from_shared(format!("https://127.0.0.1:{}", app.grpc_port))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap();
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| Status::unavailable(e.to_string()))?;
+    let response = CentrifugoProxyClient::new(channel)
+        .connect(signed(Call::connect(ticket).connect_message()))
+        .await?;
+    Ok(response.into_inner().body())
+}
+
+#[tokio::test]
+async fn the_grpc_listener_serves_over_tls_and_refuses_plaintext() {
+    let pki = Pki::new();
+    let app = grpc_tls_app(&pki, false).await;
+    app.identity.add_ticket(
+        "tls-grpc-1",
+        crate::fake_identity::Scripted::success("u-tls-grpc"),
+    );
+    let body = grpc_tls_connect(&app, &pki, false, "tls-grpc-1")
+        .await
+        .expect("served over TLS");
+    assert_eq!(body["result"]["user"], json!("u-tls-grpc"), "{body}");
+
+    // The same call in plaintext never reaches identity-service.
+    let calls = app.identity.calls();
+    let plaintext = app
+        .grpc()
+        .connect(crate::grpc_support::signed(
+            crate::grpc_support::Call::connect("tls-grpc-2").connect_message(),
+        ))
+        .await;
+    assert!(plaintext.is_err(), "{plaintext:?}");
+    assert_eq!(app.identity.calls(), calls);
+}
+
+#[tokio::test]
+async fn the_grpc_listener_requires_a_client_certificate_from_its_ca_when_configured() {
+    let pki = Pki::new();
+    let app = grpc_tls_app(&pki, true).await;
+    app.identity.add_ticket(
+        "tls-grpc-mtls",
+        crate::fake_identity::Scripted::success("u-tls-mtls"),
+    );
+    let anonymous = grpc_tls_connect(&app, &pki, false, "tls-grpc-mtls").await;
+    assert!(anonymous.is_err(), "{anonymous:?}");
+    assert_eq!(app.identity.calls(), 0);
+    let body = grpc_tls_connect(&app, &pki, true, "tls-grpc-mtls")
+        .await
+        .expect("served with the client certificate");
+    assert_eq!(body["result"]["user"], json!("u-tls-mtls"), "{body}");
+}

@@ -10,19 +10,22 @@
 //! `grpc.static_metadata`), in every mode but `none`: nobody signs a protobuf body.
 
 pub mod proto;
+mod serve;
 mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
+use bytes::Bytes;
 use opentelemetry::propagation::Extractor;
 use prost::Message;
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+use tonic::codegen::http::HeaderMap;
 use tonic::metadata::MetadataMap;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
-use tonic::{Request, Response, Status};
+use tonic::Status;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -32,7 +35,8 @@ use crate::config::{ConfigError, GrpcTls};
 use crate::metrics::Metrics;
 use crate::proxy::{ProxyKind, Reply, Transport::Grpc};
 use crate::service::ProxyService;
-use proto::centrifugo_proxy_server::{CentrifugoProxy, CentrifugoProxyServer};
+pub use serve::GrpcLimits;
+use serve::{frame, Body};
 use wire::Envelope;
 
 /// The metadata key Centrifugo's `grpc.static_metadata` carries the secret in.
@@ -43,7 +47,6 @@ pub struct GrpcProxy {
     service: ProxyService,
     /// The same check (and secrets) as the HTTP edge.
     auth: ProxyAuth,
-    max_message_bytes: usize,
     metrics: Metrics,
     /// `PROXY_MAX_INFLIGHT`, shared with HTTP: the same bound on work in progress.
     inflight: InflightLimit,
@@ -51,30 +54,117 @@ pub struct GrpcProxy {
 
 impl GrpcProxy {
     /// `auth` is the HTTP edge's check, cloned: both share one set of secrets.
-    pub fn new(
-        service: ProxyService,
-        auth: ProxyAuth,
-        max_message_bytes: usize,
-        inflight: InflightLimit,
-    ) -> Self {
+    pub fn new(service: ProxyService, auth: ProxyAuth, inflight: InflightLimit) -> Self {
         let metrics = service.metrics().clone();
         Self {
             service,
             auth,
-            max_message_bytes,
             metrics,
             inflight,
         }
     }
 
+    /// One call of `method` (the path's last segment): the encoded response message, or the
+    /// status of a method this service does not serve (or of a call that broke the protocol).
+    async fn dispatch(
+        &self,
+        method: &str,
+        headers: HeaderMap,
+        body: &mut Body,
+    ) -> Result<Bytes, Status> {
+        let metadata = MetadataMap::from_headers(headers);
+        let m = &metadata;
+        match method {
+            "Connect" => {
+                self.call(
+                    ProxyKind::Connect,
+                    m,
+                    body,
+                    async |r: proto::ConnectRequest| -> proto::ConnectResponse {
+                        let decision = self.service.connect(Grpc, &wire::connect(&r)).await;
+                        wire::encode(decision.reply, wire::connect_result)
+                    },
+                )
+                .await
+            }
+            "Refresh" => {
+                self.call(
+                    ProxyKind::Refresh,
+                    m,
+                    body,
+                    async |r: proto::RefreshRequest| -> proto::RefreshResponse {
+                        let decision = self.service.refresh(Grpc, &wire::refresh(&r));
+                        wire::encode(decision.reply, wire::refresh_result)
+                    },
+                )
+                .await
+            }
+            "Subscribe" => {
+                self.call(
+                    ProxyKind::Subscribe,
+                    m,
+                    body,
+                    async |r: proto::SubscribeRequest| -> proto::SubscribeResponse {
+                        let decision = self.service.subscribe(Grpc, &wire::subscribe(&r));
+                        wire::encode(decision.reply, wire::subscribe_result)
+                    },
+                )
+                .await
+            }
+            "Publish" => {
+                self.call(
+                    ProxyKind::Publish,
+                    m,
+                    body,
+                    async |r: proto::PublishRequest| -> proto::PublishResponse {
+                        let decision = self.service.publish(Grpc, &wire::publish(&r)).await;
+                        wire::encode(decision.reply, wire::publish_result)
+                    },
+                )
+                .await
+            }
+            "RPC" => {
+                self.call(
+                    ProxyKind::Rpc,
+                    m,
+                    body,
+                    async |r: proto::RpcRequest| -> proto::RpcResponse {
+                        let decision = self.service.rpc(Grpc, &wire::rpc(&r)).await;
+                        wire::encode(decision.reply, wire::rpc_result)
+                    },
+                )
+                .await
+            }
+            "SubRefresh" => {
+                self.call(
+                    ProxyKind::SubRefresh,
+                    m,
+                    body,
+                    async |r: proto::SubRefreshRequest| -> proto::SubRefreshResponse {
+                        let decision = self.service.sub_refresh(Grpc, &wire::sub_refresh(&r));
+                        wire::encode(decision.reply, wire::sub_refresh_result)
+                    },
+                )
+                .await
+            }
+            // SubscribeUnidirectional, SubscribeBidirectional, NotifyCacheEmpty,
+            // NotifyChannelState, MapPublish, MapRemove, SharedPollRefresh, and anything else.
+            other => Err(Status::unimplemented(format!(
+                "{other} is not served by realtime-service"
+            ))),
+        }
+    }
+
     /// What every method does around its use case: a span that continues the caller's
-    /// trace, authentication before anything else, the size limit, and the duration metric.
-    async fn call<Req: Message, Resp: Envelope>(
+    /// trace, authentication before anything is read, the in-flight bound, the size limit,
+    /// and the duration metric.
+    async fn call<Req: Message + Default, Resp: Envelope + Message>(
         &self,
         kind: ProxyKind,
-        request: Request<Req>,
+        metadata: &MetadataMap,
+        body: &mut Body,
         run: impl AsyncFnOnce(Req) -> Resp,
-    ) -> Result<Response<Resp>, Status> {
+    ) -> Result<Bytes, Status> {
         let span = tracing::info_span!(
             "proxy",
             otel.name = %format_args!("centrifugal.centrifugo.proxy.CentrifugoProxy/{}", method_name(kind)),
@@ -85,13 +175,13 @@ impl GrpcProxy {
             proxy = kind.as_str(),
         );
         let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
-            propagator.extract(&MetadataExtractor(request.metadata()))
+            propagator.extract(&MetadataExtractor(metadata))
         });
         // Only fails when no OpenTelemetry layer is installed, which is a valid configuration.
         let _ = span.set_parent(parent);
         let started = Instant::now();
-        let response = async {
-            if let Err(reason) = self.authenticate(request.metadata()) {
+        let response: Result<Resp, Status> = async {
+            if let Err(reason) = self.authenticate(metadata) {
                 self.metrics
                     .auth_rejections
                     .with_label_values(&[reason.as_str()])
@@ -100,17 +190,25 @@ impl GrpcProxy {
                     reason = reason.as_str(),
                     "proxy call refused: request authentication failed: {reason}"
                 );
-                return wire::encode(Reply::<Resp::Result>::unauthorized(), |r| r);
+                return Ok(wire::encode(Reply::<Resp::Result>::unauthorized(), |r| r));
             }
             let Some(_permit) = self.inflight.try_acquire() else {
-                return wire::encode(Reply::<Resp::Result>::too_many_requests(), |r| r);
+                return Ok(wire::encode(
+                    Reply::<Resp::Result>::too_many_requests(),
+                    |r| r,
+                ));
             };
-            let message = request.into_inner();
-            if message.encoded_len() > self.max_message_bytes {
-                tracing::warn!("proxy call refused: message larger than PROXY_MAX_BODY_BYTES");
-                return wire::encode(Reply::<Resp::Result>::bad_request(), |r| r);
-            }
-            run(message).await
+            let message = match body.message().await? {
+                serve::Message::Bytes(bytes) => bytes,
+                serve::Message::TooLarge => {
+                    tracing::warn!("proxy call refused: message larger than PROXY_MAX_BODY_BYTES");
+                    return Ok(wire::encode(Reply::<Resp::Result>::bad_request(), |r| r));
+                }
+            };
+            let request = Req::decode(message).map_err(|e| {
+                Status::internal(format!("failed to decode the request message: {e}"))
+            })?;
+            Ok(run(request).await)
         }
         .instrument(span)
         .await;
@@ -118,7 +216,7 @@ impl GrpcProxy {
             .proxy_duration
             .with_label_values(&[kind.as_str(), Grpc.as_str()])
             .observe(started.elapsed().as_secs_f64());
-        Ok(Response::new(response))
+        response.map(|r| frame(&r))
     }
 
     fn authenticate(&self, metadata: &MetadataMap) -> Result<(), crate::proxy::AuthFailure> {
@@ -142,168 +240,75 @@ fn method_name(kind: ProxyKind) -> &'static str {
     }
 }
 
-fn not_served(method: &str) -> Status {
-    Status::unimplemented(format!("{method} is not served by realtime-service"))
-}
-
-#[tonic::async_trait]
-impl CentrifugoProxy for GrpcProxy {
-    async fn connect(
-        &self,
-        request: Request<proto::ConnectRequest>,
-    ) -> Result<Response<proto::ConnectResponse>, Status> {
-        self.call(ProxyKind::Connect, request, async |m| {
-            let decision = self.service.connect(Grpc, &wire::connect(&m)).await;
-            wire::encode(decision.reply, wire::connect_result)
-        })
-        .await
-    }
-
-    async fn refresh(
-        &self,
-        request: Request<proto::RefreshRequest>,
-    ) -> Result<Response<proto::RefreshResponse>, Status> {
-        self.call(ProxyKind::Refresh, request, async |m| {
-            let decision = self.service.refresh(Grpc, &wire::refresh(&m));
-            wire::encode(decision.reply, wire::refresh_result)
-        })
-        .await
-    }
-
-    async fn subscribe(
-        &self,
-        request: Request<proto::SubscribeRequest>,
-    ) -> Result<Response<proto::SubscribeResponse>, Status> {
-        self.call(ProxyKind::Subscribe, request, async |m| {
-            let decision = self.service.subscribe(Grpc, &wire::subscribe(&m));
-            wire::encode(decision.reply, wire::subscribe_result)
-        })
-        .await
-    }
-
-    async fn publish(
-        &self,
-        request: Request<proto::PublishRequest>,
-    ) -> Result<Response<proto::PublishResponse>, Status> {
-        self.call(ProxyKind::Publish, request, async |m| {
-            let decision = self.service.publish(Grpc, &wire::publish(&m)).await;
-            wire::encode(decision.reply, wire::publish_result)
-        })
-        .await
-    }
-
-    async fn rpc(
-        &self,
-        request: Request<proto::RpcRequest>,
-    ) -> Result<Response<proto::RpcResponse>, Status> {
-        self.call(ProxyKind::Rpc, request, async |m| {
-            let decision = self.service.rpc(Grpc, &wire::rpc(&m)).await;
-            wire::encode(decision.reply, wire::rpc_result)
-        })
-        .await
-    }
-
-    async fn sub_refresh(
-        &self,
-        request: Request<proto::SubRefreshRequest>,
-    ) -> Result<Response<proto::SubRefreshResponse>, Status> {
-        self.call(ProxyKind::SubRefresh, request, async |m| {
-            let decision = self.service.sub_refresh(Grpc, &wire::sub_refresh(&m));
-            wire::encode(decision.reply, wire::sub_refresh_result)
-        })
-        .await
-    }
-
-    type SubscribeUnidirectionalStream = tonic::codegen::BoxStream<proto::StreamSubscribeResponse>;
-
-    async fn subscribe_unidirectional(
-        &self,
-        _: Request<proto::SubscribeRequest>,
-    ) -> Result<Response<Self::SubscribeUnidirectionalStream>, Status> {
-        Err(not_served("SubscribeUnidirectional"))
-    }
-
-    type SubscribeBidirectionalStream = tonic::codegen::BoxStream<proto::StreamSubscribeResponse>;
-
-    async fn subscribe_bidirectional(
-        &self,
-        _: Request<tonic::Streaming<proto::StreamSubscribeRequest>>,
-    ) -> Result<Response<Self::SubscribeBidirectionalStream>, Status> {
-        Err(not_served("SubscribeBidirectional"))
-    }
-
-    async fn notify_cache_empty(
-        &self,
-        _: Request<proto::NotifyCacheEmptyRequest>,
-    ) -> Result<Response<proto::NotifyCacheEmptyResponse>, Status> {
-        Err(not_served("NotifyCacheEmpty"))
-    }
-
-    async fn notify_channel_state(
-        &self,
-        _: Request<proto::NotifyChannelStateRequest>,
-    ) -> Result<Response<proto::NotifyChannelStateResponse>, Status> {
-        Err(not_served("NotifyChannelState"))
-    }
-
-    async fn map_publish(
-        &self,
-        _: Request<proto::MapPublishRequest>,
-    ) -> Result<Response<proto::MapPublishResponse>, Status> {
-        Err(not_served("MapPublish"))
-    }
-
-    async fn map_remove(
-        &self,
-        _: Request<proto::MapRemoveRequest>,
-    ) -> Result<Response<proto::MapRemoveResponse>, Status> {
-        Err(not_served("MapRemove"))
-    }
-
-    async fn shared_poll_refresh(
-        &self,
-        _: Request<proto::SharedPollRefreshRequest>,
-    ) -> Result<Response<proto::SharedPollRefreshResponse>, Status> {
-        Err(not_served("SharedPollRefresh"))
-    }
-}
-
-/// The listener's TLS, from the configured PEM files; errors name the variable.
-pub fn tls_config(tls: &GrpcTls) -> Result<ServerTlsConfig, ConfigError> {
+/// The listener's TLS, from the configured PEM files (HTTP/2 by ALPN); errors name the
+/// variable.
+pub fn tls_config(tls: &GrpcTls) -> Result<TlsAcceptor, ConfigError> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let read = |var: &str, path: &std::path::Path| {
         std::fs::read(path)
             .map_err(|e| ConfigError::new(var, format!("cannot read {}: {e}", path.display())))
     };
-    let cert = read("GRPC_PROXY_TLS_CERT_PATH", &tls.cert)?;
-    let key = read("GRPC_PROXY_TLS_KEY_PATH", &tls.key)?;
-    let mut config = ServerTlsConfig::new().identity(Identity::from_pem(cert, key));
-    if let Some(ca) = &tls.client_ca {
-        let ca = read("GRPC_PROXY_TLS_CLIENT_CA_PATH", ca)?;
-        config = config.client_ca_root(Certificate::from_pem(ca));
+    let pem = |var: &'static str| {
+        move |e: rustls::pki_types::pem::Error| ConfigError::new(var, format!("not PEM: {e}"))
+    };
+    let cert_var = "GRPC_PROXY_TLS_CERT_PATH";
+    let certs = CertificateDer::pem_slice_iter(&read(cert_var, &tls.cert)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(pem(cert_var))?;
+    if certs.is_empty() {
+        return Err(ConfigError::new(cert_var, "no certificate in the file"));
     }
-    Ok(config)
+    let key_var = "GRPC_PROXY_TLS_KEY_PATH";
+    let key = PrivateKeyDer::from_pem_slice(&read(key_var, &tls.key)?).map_err(pem(key_var))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConfigError::new(cert_var, e.to_string()))?;
+    let builder = match &tls.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let ca_var = "GRPC_PROXY_TLS_CLIENT_CA_PATH";
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in CertificateDer::pem_slice_iter(&read(ca_var, path)?) {
+                roots
+                    .add(ca.map_err(pem(ca_var))?)
+                    .map_err(|e| ConfigError::new(ca_var, e.to_string()))?;
+            }
+            let verifier =
+                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
+                    .build()
+                    .map_err(|e| ConfigError::new(ca_var, e.to_string()))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(certs, key)
+        .map_err(|e| ConfigError::new(key_var, e.to_string()))?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// A bound gRPC listener with its service, ready to run.
 pub struct GrpcServer {
     listener: TcpListener,
     proxy: GrpcProxy,
-    tls: Option<ServerTlsConfig>,
-    max_message_bytes: usize,
+    tls: Option<TlsAcceptor>,
+    limits: GrpcLimits,
 }
 
 impl GrpcServer {
     pub fn new(
         listener: TcpListener,
         proxy: GrpcProxy,
-        tls: Option<ServerTlsConfig>,
-        max_message_bytes: usize,
+        tls: Option<TlsAcceptor>,
+        limits: GrpcLimits,
     ) -> Self {
         Self {
             listener,
             proxy,
             tls,
-            max_message_bytes,
+            limits,
         }
     }
 
@@ -312,30 +317,16 @@ impl GrpcServer {
     }
 
     /// Serves until `stop` resolves, then stops accepting and finishes in-flight calls.
-    pub async fn run(self, stop: impl Future<Output = ()>) -> Result<(), tonic::transport::Error> {
-        let mut builder = tonic::transport::Server::builder()
-            .tcp_nodelay(true)
-            // Bounds what one connection can hold open, whatever the client does.
-            .max_concurrent_streams(Some(256))
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .timeout(Duration::from_secs(30));
-        if let Some(tls) = self.tls {
-            builder = builder.tls_config(tls)?;
-        }
-        // Messages a little over the limit reach the handler, which answers 107 like HTTP;
-        // anything far larger is refused by tonic before it is buffered.
-        let limit = self.max_message_bytes.saturating_mul(2).max(1024);
-        let service = CentrifugoProxyServer::new(self.proxy)
-            .max_decoding_message_size(limit)
-            .max_encoding_message_size(limit.max(4 * 1024 * 1024));
-        builder
-            .add_service(service)
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(self.listener).with_nodelay(Some(true)),
-                stop,
-            )
-            .await
+    /// Dropping the future cuts the calls still running.
+    pub async fn run(self, stop: impl Future<Output = ()>) {
+        serve::serve(
+            self.listener,
+            Arc::new(self.proxy),
+            self.tls,
+            self.limits,
+            stop,
+        )
+        .await;
     }
 }
 

@@ -1,0 +1,435 @@
+//! The gRPC listener's own HTTP/2 loop, on the `h2` crate: unary calls only, which is all
+//! Centrifugo's proxy protocol needs.
+//!
+//! Why not tonic's server: Centrifugo multiplexes every proxy call over one HTTP/2 connection,
+//! and hyper runs each stream as a task of its own beside the connection's task; on two worker
+//! threads those tasks take h2's per-connection lock from both sides and wake each other
+//! across threads (about 3.7 futex calls and 2.3 reactor wake-ups per call, against 2.0 and
+//! 0.1 for an HTTP/1.1 call; docs/benchmarks.md). Here a connection's calls run inside the
+//! connection's own task, as an HTTP/1.1 connection's do: no lock traffic, no hand-off. The
+//! price is that one connection's calls share one core at a time.
+//!
+//! The loop also gives the listener the bounds the HTTP one has: a connection cap
+//! (`HTTP_MAX_CONNECTIONS`), a handshake deadline (`HTTP_HEADER_READ_TIMEOUT_MS`), an idle
+//! timeout (`HTTP_IDLE_TIMEOUT_MS`), a deadline for a request message
+//! (`HTTP_BODY_READ_TIMEOUT_MS`), and a message never buffered past `PROXY_MAX_BODY_BYTES`
+//! (a larger one is answered 107 whatever its size). On shutdown it stops accepting and sends
+//! GOAWAY; calls in flight finish.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use h2::server::SendResponse;
+use h2::RecvStream;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::{sleep, timeout, Instant};
+use tokio_rustls::TlsAcceptor;
+use tonic::codegen::http::{self, header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use tonic::Status;
+
+use super::GrpcProxy;
+use crate::log_limit::LogLimit;
+use crate::transport::http::serve::ServeLimits;
+
+/// The service's path prefix; the rest of the path is the method.
+const SERVICE_PATH: &str = "/centrifugal.centrifugo.proxy.CentrifugoProxy/";
+/// Streams one connection may have open at once (Centrifugo's calls in flight).
+const MAX_STREAMS: u32 = 256;
+/// The deadline of a call that carries no `grpc-timeout` (Centrifugo always sends one).
+const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// One WARN about refused connections or failed accepts at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(5);
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// The bounds of the loop, from the HTTP listener's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct GrpcLimits {
+    pub serve: ServeLimits,
+    /// `HTTP_BODY_READ_TIMEOUT_MS`: a request message must arrive within this.
+    pub message_timeout: Duration,
+    /// `PROXY_MAX_BODY_BYTES`: the largest request message served.
+    pub max_message_bytes: usize,
+}
+
+/// A request message, or why there is none.
+pub enum Message {
+    Bytes(Bytes),
+    /// Declared or sent larger than `PROXY_MAX_BODY_BYTES`: answered 107, never buffered.
+    TooLarge,
+}
+
+/// Serves `proxy` on `listener` until `stop` resolves, then stops accepting, sends GOAWAY on
+/// every connection and waits for their calls to finish. Dropping the future cuts them.
+pub async fn serve(
+    listener: TcpListener,
+    proxy: Arc<GrpcProxy>,
+    tls: Option<TlsAcceptor>,
+    limits: GrpcLimits,
+    stop: impl Future<Output = ()>,
+) {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut connections = JoinSet::new();
+    let mut refused_warn = LogLimit::new(WARN_EVERY);
+    let mut accept_warn = LogLimit::new(WARN_EVERY);
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _)) => {
+                    if connections.len() >= limits.serve.max_connections {
+                        if let Some(more) = refused_warn.admit(std::time::Instant::now()) {
+                            tracing::warn!(
+                                refused_since_last = more,
+                                "gRPC connection refused: HTTP_MAX_CONNECTIONS are open"
+                            );
+                        }
+                        continue;
+                    }
+                    let _ = socket.set_nodelay(true);
+                    connections.spawn(connection(
+                        socket,
+                        proxy.clone(),
+                        tls.clone(),
+                        limits,
+                        stop_rx.clone(),
+                    ));
+                }
+                Err(e) => {
+                    if let Some(more) = accept_warn.admit(std::time::Instant::now()) {
+                        tracing::warn!(error = %e, failed_since_last = more, "gRPC accept failed");
+                    }
+                    // Out of file descriptors, most likely: give closing connections a moment.
+                    sleep(ACCEPT_BACKOFF).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    while connections.join_next().await.is_some() {}
+}
+
+async fn connection(
+    socket: TcpStream,
+    proxy: Arc<GrpcProxy>,
+    tls: Option<TlsAcceptor>,
+    limits: GrpcLimits,
+    stop: watch::Receiver<bool>,
+) {
+    match tls {
+        None => serve_connection(socket, &proxy, limits, stop).await,
+        Some(acceptor) => {
+            match timeout(limits.serve.header_read_timeout, acceptor.accept(socket)).await {
+                Ok(Ok(stream)) => serve_connection(stream, &proxy, limits, stop).await,
+                Ok(Err(e)) => tracing::debug!(error = %e, "gRPC TLS handshake failed"),
+                Err(_) => tracing::debug!("gRPC TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn serve_connection<T>(
+    io: T,
+    proxy: &GrpcProxy,
+    limits: GrpcLimits,
+    mut stop: watch::Receiver<bool>,
+) where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut builder = h2::server::Builder::new();
+    builder
+        .max_concurrent_streams(MAX_STREAMS)
+        .max_header_list_size(u32::try_from(limits.serve.max_header_bytes).unwrap_or(u32::MAX))
+        // Resets a client provokes are bounded too (the "rapid reset" attack).
+        .max_pending_accept_reset_streams(64)
+        .max_local_error_reset_streams(Some(1024));
+    let mut conn = match timeout(
+        limits.serve.header_read_timeout,
+        builder.handshake::<_, Bytes>(io),
+    )
+    .await
+    {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, "gRPC HTTP/2 handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::debug!("gRPC HTTP/2 handshake timed out");
+            return;
+        }
+    };
+    let mut calls = FuturesUnordered::new();
+    // Open: `timer` is the idle deadline (re-armed when the last call ends). Closing (GOAWAY
+    // sent): `timer` is the grace after which the connection is dropped, since h2's graceful
+    // close waits for the peer's answer to a PING, which a dead or hostile peer never sends.
+    let mut closing = false;
+    let timer = sleep(limits.serve.idle_timeout);
+    tokio::pin!(timer);
+    loop {
+        if !closing && *stop.borrow() {
+            closing = true;
+            conn.graceful_shutdown();
+            timer
+                .as_mut()
+                .reset(Instant::now() + limits.serve.shutdown_timeout);
+        }
+        tokio::select! {
+            accepted = conn.accept() => match accepted {
+                Some(Ok((request, respond))) => calls.push(call(proxy, request, respond, limits)),
+                Some(Err(e)) => {
+                    tracing::debug!(error = %e, "gRPC connection error");
+                    break;
+                }
+                // The peer closed, or GOAWAY was sent and every stream has finished.
+                None => break,
+            },
+            Some(()) = calls.next(), if !calls.is_empty() => {
+                if calls.is_empty() && !closing {
+                    timer.as_mut().reset(Instant::now() + limits.serve.idle_timeout);
+                }
+            }
+            changed = stop.changed(), if !closing => {
+                // A closed channel means the listener is gone: stop as for the signal.
+                if changed.is_err() {
+                    closing = true;
+                    conn.graceful_shutdown();
+                    timer
+                        .as_mut()
+                        .reset(Instant::now() + limits.serve.shutdown_timeout);
+                }
+            }
+            () = &mut timer, if closing || calls.is_empty() => {
+                if closing {
+                    tracing::debug!("gRPC connection dropped: GOAWAY not completed in time");
+                    break;
+                }
+                // Nothing in flight for HTTP_IDLE_TIMEOUT_MS: GOAWAY, with the head timeout
+                // as the grace for the peer's answer.
+                closing = true;
+                conn.graceful_shutdown();
+                timer
+                    .as_mut()
+                    .reset(Instant::now() + limits.serve.header_read_timeout);
+            }
+        }
+    }
+}
+
+/// One call: the method, its deadline, the answer.
+async fn call(
+    proxy: &GrpcProxy,
+    request: Request<RecvStream>,
+    respond: SendResponse<Bytes>,
+    limits: GrpcLimits,
+) {
+    let (parts, body) = request.into_parts();
+    let grpc = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if parts.method != http::Method::POST || !grpc {
+        // Not gRPC at all: the status the gRPC over HTTP/2 specification asks for.
+        send_http_error(respond, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        return;
+    }
+    let method = parts
+        .uri
+        .path()
+        .strip_prefix(SERVICE_PATH)
+        .unwrap_or_default()
+        .to_owned();
+    let deadline = grpc_timeout(&parts.headers).unwrap_or(DEFAULT_CALL_TIMEOUT);
+    let mut body = Body {
+        stream: body,
+        limits,
+    };
+    let answer = timeout(deadline, proxy.dispatch(&method, parts.headers, &mut body))
+        .await
+        .unwrap_or_else(|_| Err(Status::deadline_exceeded("the call's deadline expired")));
+    send(respond, answer);
+}
+
+/// A call's request stream, read on demand (after authentication and the in-flight bound).
+pub struct Body {
+    stream: RecvStream,
+    limits: GrpcLimits,
+}
+
+impl Body {
+    /// The one request message, within `HTTP_BODY_READ_TIMEOUT_MS`, buffered only up to
+    /// `PROXY_MAX_BODY_BYTES`.
+    pub async fn message(&mut self) -> Result<Message, Status> {
+        let max = self.limits.max_message_bytes;
+        match timeout(
+            self.limits.message_timeout,
+            read_message(&mut self.stream, max),
+        )
+        .await
+        {
+            Ok(read) => read,
+            Err(_) => Err(Status::deadline_exceeded(
+                "the request message did not arrive within HTTP_BODY_READ_TIMEOUT_MS",
+            )),
+        }
+    }
+}
+
+async fn read_message(stream: &mut RecvStream, max: usize) -> Result<Message, Status> {
+    let mut buf = BytesMut::new();
+    let mut too_large = false;
+    while let Some(chunk) = stream.data().await {
+        let chunk = chunk.map_err(|e| Status::cancelled(format!("request stream: {e}")))?;
+        let _ = stream.flow_control().release_capacity(chunk.len());
+        if too_large {
+            // Drained and dropped, so the client gets its answer after sending everything.
+            continue;
+        }
+        buf.extend_from_slice(&chunk);
+        if let Some(len) = declared_len(&buf) {
+            if len > max || buf.len() > 5 + max {
+                too_large = true;
+                buf = BytesMut::new();
+            }
+        }
+    }
+    if too_large {
+        return Ok(Message::TooLarge);
+    }
+    let Some(len) = declared_len(&buf) else {
+        return Err(Status::internal("missing request message"));
+    };
+    if buf[0] != 0 {
+        return Err(Status::unimplemented(
+            "compressed messages are not supported: send grpc-encoding identity",
+        ));
+    }
+    if buf.len() != 5 + len {
+        return Err(Status::internal("expected exactly one request message"));
+    }
+    buf.advance(5);
+    Ok(Message::Bytes(buf.freeze()))
+}
+
+/// The length in a message's 5-byte prefix (compression flag, big-endian length).
+fn declared_len(buf: &[u8]) -> Option<usize> {
+    let prefix: [u8; 4] = buf.get(1..5)?.try_into().ok()?;
+    usize::try_from(u32::from_be_bytes(prefix)).ok()
+}
+
+/// A protobuf message with its 5-byte prefix, as a gRPC DATA payload.
+pub fn frame(message: &impl prost::Message) -> Bytes {
+    let len = message.encoded_len();
+    let mut buf = BytesMut::with_capacity(5 + len);
+    buf.put_u8(0);
+    buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
+    // Encoding into a buffer with the room the message asked for cannot fail.
+    let _ = message.encode(&mut buf);
+    buf.freeze()
+}
+
+/// `grpc-timeout`: 1 to 8 digits and a unit (H, M, S, m, u, n).
+fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
+    if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+fn grpc_headers() -> Response<()> {
+    let mut response = Response::new(());
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    response
+}
+
+/// The answer: headers, the message and `grpc-status: 0` trailers; or, for a status, one
+/// trailers-only HEADERS frame.
+fn send(mut respond: SendResponse<Bytes>, answer: Result<Bytes, Status>) {
+    match answer {
+        Ok(message) => {
+            let Ok(mut stream) = respond.send_response(grpc_headers(), false) else {
+                return;
+            };
+            let mut trailers = HeaderMap::new();
+            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            // A failure here means the peer reset the stream: nobody is left to answer.
+            if stream.send_data(message, false).is_ok() {
+                let _ = stream.send_trailers(trailers);
+            }
+        }
+        Err(status) => {
+            let mut response = grpc_headers();
+            if status.add_header(response.headers_mut()).is_err() {
+                response
+                    .headers_mut()
+                    .insert("grpc-status", HeaderValue::from_static("13"));
+            }
+            let _ = respond.send_response(response, true);
+        }
+    }
+}
+
+fn send_http_error(mut respond: SendResponse<Bytes>, status: StatusCode) {
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    let _ = respond.send_response(response, true);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timeout_of(value: &str) -> Option<Duration> {
+        let mut headers = HeaderMap::new();
+        headers.insert("grpc-timeout", HeaderValue::from_str(value).expect("ascii"));
+        grpc_timeout(&headers)
+    }
+
+    #[test]
+    fn grpc_timeout_units_and_malformed_values() {
+        assert_eq!(timeout_of("1000m"), Some(Duration::from_millis(1000)));
+        assert_eq!(timeout_of("3S"), Some(Duration::from_secs(3)));
+        assert_eq!(timeout_of("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(timeout_of("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(timeout_of("5u"), Some(Duration::from_micros(5)));
+        assert_eq!(timeout_of("7n"), Some(Duration::from_nanos(7)));
+        for bad in ["", "m", "123456789m", "10x", "-1m", "1.5S"] {
+            assert_eq!(timeout_of(bad), None, "{bad:?}");
+        }
+        assert_eq!(grpc_timeout(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn the_prefix_carries_the_length_big_endian() {
+        assert_eq!(declared_len(&[0, 0, 0, 1, 2]), Some(258));
+        assert_eq!(declared_len(&[0, 0, 0, 1]), None);
+        let framed = frame(&crate::transport::grpc::proto::Disconnect {
+            code: 4401,
+            reason: "unauthorized".into(),
+        });
+        assert_eq!(framed[0], 0);
+        assert_eq!(declared_len(&framed), Some(framed.len() - 5));
+    }
+}
