@@ -3,7 +3,7 @@
 //! for the connection cap.
 //!
 //! The memory bound: a proxy body is read only while holding an in-flight permit (the
-//! [`bound_inflight`] middleware runs before the extractor reads the body), and permits are
+//! edge takes the permit before the extractor reads the body), and permits are
 //! never queued for, so buffered bodies never exceed `PROXY_MAX_INFLIGHT x PROXY_MAX_BODY_BYTES`
 //! (256 x 64 KiB = 16 MiB by default) whatever clients do.
 
@@ -12,9 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::Response;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use prometheus::{IntCounter, Registry};
@@ -118,19 +116,6 @@ impl InflightLimit {
     }
 }
 
-/// Middleware for the proxy routes: holds a slot from before the body is read until the
-/// answer is ready, or answers 429 at once. Health and metrics routes stay outside it.
-pub async fn bound_inflight(
-    State(limit): State<InflightLimit>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let Some(_permit) = limit.try_acquire() else {
-        return overloaded_response();
-    };
-    next.run(request).await
-}
-
 /// The soft open-file limit before and after [`raise_open_file_limit`]; `None` is unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenFileLimit {
@@ -184,14 +169,13 @@ mod tests {
     use std::pin::Pin;
     use std::task::{Context, Poll};
 
+    use axum::extract::Request;
     use axum::routing::post;
     use axum::Router;
     use http_body::Frame;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::sync::mpsc;
-    use tower_service::Service as _;
 
-    use super::super::serve::test_gate::Gate;
     use super::super::serve::{serve, ServeLimits, ServeMetrics};
     use super::*;
 
@@ -331,40 +315,6 @@ mod tests {
         assert!(answer.ends_with(r#"{"error":{"code":107,"message":"bad request"}}"#));
         let _ = stop.send(());
         let _ = server.await;
-    }
-
-    #[tokio::test]
-    async fn past_the_inflight_bound_calls_are_refused_not_queued() {
-        let registry = Registry::new();
-        let limit = InflightLimit::new(1, &registry);
-        let mut gate = Gate::new();
-        let router = Router::new().route("/", post(gate.handler())).route_layer(
-            axum::middleware::from_fn_with_state(limit.clone(), bound_inflight),
-        );
-        let call = |router: &Router| {
-            let mut router = router.clone();
-            async move {
-                let request = Request::post("/")
-                    .body(axum::body::Body::empty())
-                    .expect("request");
-                let Ok(response) = router.call(request).await;
-                response
-            }
-        };
-        let first = tokio::spawn(call(&router));
-        gate.entered().await;
-        let second = call(&router).await;
-        assert_eq!(second.status(), StatusCode::TOO_MANY_REQUESTS);
-        assert_eq!(limit.rejections.get(), 1);
-        gate.open();
-        let first = first.await.expect("first call");
-        assert_eq!(body_of(first).await, "done");
-        // The slot is free again.
-        assert_eq!(call(&router).await.status(), StatusCode::OK);
-        let text = prometheus::TextEncoder::new()
-            .encode_to_string(&registry.gather())
-            .expect("encode");
-        assert!(text.contains("realtime_proxy_overload_rejections_total 1"));
     }
 
     #[test]

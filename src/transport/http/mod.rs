@@ -15,11 +15,13 @@ pub mod wire;
 
 use std::sync::Arc;
 
+use axum::extract::{Request, State};
 use axum::routing::{get, post};
 use axum::Router;
 
 use crate::config::Edge;
 use crate::metrics::Metrics;
+use crate::proxy::ProxyKind;
 use crate::service::ProxyService;
 use auth::ProxyAuth;
 pub use ops::Readiness;
@@ -57,22 +59,15 @@ impl std::ops::Deref for AppState {
 
 /// The proxy routes plus the operational ones; `/metrics` too unless it has its own listener.
 pub fn router(state: AppState, with_metrics: bool) -> Router {
-    let proxies = Router::new()
-        .route("/centrifugo/connect", post(handlers::connect))
-        .route("/centrifugo/refresh", post(handlers::refresh))
-        .route("/centrifugo/subscribe", post(handlers::subscribe))
-        .route("/centrifugo/publish", post(handlers::publish))
-        .route("/centrifugo/sub_refresh", post(handlers::sub_refresh))
-        .route("/centrifugo/rpc", post(handlers::rpc))
-        // Inside the edge layer, so the edge's metrics and status mode apply to a 429 too.
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.inflight.clone(),
-            limits::bound_inflight,
-        ))
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            edge::proxy_edge,
-        ));
+    let mut proxies = Router::new();
+    for &kind in ProxyKind::ALL {
+        proxies = proxies.route(
+            &format!("/centrifugo/{}", kind.as_str()),
+            post(move |State(state): State<AppState>, request: Request| {
+                edge::proxy(state, kind, request)
+            }),
+        );
+    }
     let ops = ops_router(with_metrics).fallback(error::not_found);
     proxies.merge(ops).with_state(state)
 }
