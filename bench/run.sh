@@ -510,7 +510,7 @@ echo "fake identity-service CPU per Validate: $(p "$R_DIRECT" cpu_us_per_req_ide
 echo "peak RSS (VmHWM): service $((NORMAL_RSS_KB / 1024)) MiB, degraded instance with $POOL_TICKETS pool tickets $((DEGRADED_RSS_KB / 1024)) MiB, fake identity $((IDENTITY_RSS_KB / 1024)) MiB"
 echo "other%: CPU used during the run by processes outside this benchmark, in % of one core (noise)."
 echo "note: $(nproc) shared cores run the load generator, the service and the fake together; ratios matter more than absolute figures."
-echo "note: while degraded, one request at a time still tries identity-service; a closed port refuses at once, so that costs little here."
+echo "note: while degraded, one request at a time (at most one per 100 ms after a failure) still tries identity-service; a closed port refuses at once."
 
 # ---------------------------------------------------------------------------------------
 transports

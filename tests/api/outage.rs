@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use crate::fake_identity::{FakeIdentity, Scripted};
+use realtime_service::identity::outage::SLOT_SPACING;
 use serde_json::{json, Value};
 use tonic::Code;
 
@@ -266,10 +267,18 @@ async fn while_degraded_one_request_at_a_time_calls_identity() {
     let (degraded, _) = outage(&app).await;
     assert!(degraded);
 
-    // The slot is free again: the next request calls identity-service, whose answer ends it.
+    // After a failed call the slot stays closed for SLOT_SPACING: a request now goes
+    // straight to the pool, without a call.
     app.identity.answer_normally();
     app.identity
         .add_ticket("out-slot-after", Scripted::success("u-slot-after"));
+    app.connect("out-slot-spaced")
+        .await
+        .assert(503, unavailable());
+    assert_eq!(app.identity.calls(), calls_before + 1);
+
+    // Then it is free again: the next request calls identity-service, whose answer ends it.
+    app.clock.advance(SLOT_SPACING);
     let response = app.connect("out-slot-after").await;
     assert_eq!(
         response.json()["result"]["user"],
