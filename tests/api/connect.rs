@@ -675,21 +675,10 @@ async fn validate_carries_the_ticket_client_transport_and_grpc_timeout() {
     );
 }
 
-/// Parses a `grpc-timeout` value (`<digits><unit>`).
+/// Parses a `grpc-timeout` value (`<digits><unit>`) with the service's own parser.
 fn grpc_timeout(value: &str) -> Duration {
-    let (digits, unit) = value.split_at(value.len() - 1);
-    let n: u64 = digits
-        .parse()
-        .unwrap_or_else(|_| panic!("bad grpc-timeout {value}"));
-    match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => panic!("bad grpc-timeout unit in {value}"),
-    }
+    realtime_service::transport::grpc::parse_grpc_timeout(value)
+        .unwrap_or_else(|| panic!("bad grpc-timeout {value}"))
 }
 
 /// Answers (of any kind) are not outages: no failure streak is open.

@@ -35,8 +35,8 @@ use crate::config::{ConfigError, GrpcTls};
 use crate::metrics::Metrics;
 use crate::proxy::{ProxyKind, Reply, Transport::Grpc};
 use crate::service::ProxyService;
-pub use serve::GrpcLimits;
 use serve::{frame, Body};
+pub use serve::{parse_grpc_timeout, GrpcLimits};
 use wire::Envelope;
 
 /// The metadata key Centrifugo's `grpc.static_metadata` carries the secret in.

@@ -33,12 +33,11 @@ use tokio_rustls::TlsAcceptor;
 use tonic::codegen::http::{self, header, HeaderMap, HeaderValue, Request, Response, StatusCode};
 use tonic::Status;
 
+use super::proto::centrifugo_proxy_server::SERVICE_NAME;
 use super::GrpcProxy;
 use crate::log_limit::LogLimit;
 use crate::transport::http::serve::ServeLimits;
 
-/// The service's path prefix; the rest of the path is the method.
-const SERVICE_PATH: &str = "/centrifugal.centrifugo.proxy.CentrifugoProxy/";
 /// Streams one connection may have open at once (Centrifugo's calls in flight).
 const MAX_STREAMS: u32 = 256;
 /// The deadline of a call that carries no `grpc-timeout` (Centrifugo always sends one).
@@ -241,18 +240,18 @@ async fn call(
         send_http_error(respond, StatusCode::UNSUPPORTED_MEDIA_TYPE);
         return;
     }
-    let method = parts
-        .uri
-        .path()
-        .strip_prefix(SERVICE_PATH)
-        .unwrap_or_default()
-        .to_owned();
-    let deadline = grpc_timeout(&parts.headers).unwrap_or(DEFAULT_CALL_TIMEOUT);
+    let method = method_of(parts.uri.path());
+    let deadline = parts
+        .headers
+        .get("grpc-timeout")
+        .and_then(|v| v.to_str().ok())
+        .and_then(parse_grpc_timeout)
+        .unwrap_or(DEFAULT_CALL_TIMEOUT);
     let mut body = Body {
         stream: body,
         limits,
     };
-    let answer = timeout(deadline, proxy.dispatch(&method, parts.headers, &mut body))
+    let answer = timeout(deadline, proxy.dispatch(method, parts.headers, &mut body))
         .await
         .unwrap_or_else(|_| Err(Status::deadline_exceeded("the call's deadline expired")));
     send(respond, answer);
@@ -336,9 +335,16 @@ pub fn frame(message: &impl prost::Message) -> Bytes {
     buf.freeze()
 }
 
-/// `grpc-timeout`: 1 to 8 digits and a unit (H, M, S, m, u, n).
-fn grpc_timeout(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get("grpc-timeout")?.to_str().ok()?;
+/// `/<package>.CentrifugoProxy/<method>` -> the method; anything else -> "" (not served).
+fn method_of(path: &str) -> &str {
+    path.strip_prefix('/')
+        .and_then(|p| p.strip_prefix(SERVICE_NAME))
+        .and_then(|p| p.strip_prefix('/'))
+        .unwrap_or_default()
+}
+
+/// A `grpc-timeout` value: 1 to 8 digits and a unit (H, M, S, m, u, n).
+pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     let (digits, unit) = value.split_at(value.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -402,9 +408,7 @@ mod tests {
     use super::*;
 
     fn timeout_of(value: &str) -> Option<Duration> {
-        let mut headers = HeaderMap::new();
-        headers.insert("grpc-timeout", HeaderValue::from_str(value).expect("ascii"));
-        grpc_timeout(&headers)
+        parse_grpc_timeout(value)
     }
 
     #[test]
@@ -418,7 +422,15 @@ mod tests {
         for bad in ["", "m", "123456789m", "10x", "-1m", "1.5S"] {
             assert_eq!(timeout_of(bad), None, "{bad:?}");
         }
-        assert_eq!(grpc_timeout(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn only_the_services_own_paths_name_a_method() {
+        let path = format!("/{SERVICE_NAME}/Connect");
+        assert_eq!(method_of(&path), "Connect");
+        for other in ["/Connect", "/other.Service/Connect", "", "/"] {
+            assert_eq!(method_of(other), "", "{other:?}");
+        }
     }
 
     #[test]
