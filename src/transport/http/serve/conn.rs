@@ -1,7 +1,15 @@
 //! One connection's clock. hyper's own header timeout starts as soon as it waits for a head,
 //! so it cannot tell a pooled keep-alive connection from a slow head; instead the socket
-//! wrapper and the response body report to a watchdog per connection, which closes it when
-//! its phase's deadline passes, when it is evicted, or on shutdown.
+//! wrapper and the response body record the connection's phase, and a watchdog in the
+//! connection's task closes it when its phase's deadline passes, when it is evicted, or on
+//! shutdown.
+//!
+//! The watchdog is not woken by phase changes, which happen several times per request: it
+//! checks the phase when its timer fires and re-arms the timer for the phase's deadline, but
+//! never further ahead than the shorter of the two timeouts (`Watchdog::step`). A phase change
+//! at time `t` sets a deadline of at least `t + step`, and `t` is after the last check, so no
+//! deadline can fall before the next check: every deadline is kept exactly, and a request
+//! costs the watchdog nothing. Only eviction, which must act at once, wakes it.
 
 use std::convert::Infallible;
 use std::io;
@@ -9,6 +17,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use axum::http::Request;
 use axum::Router;
@@ -61,9 +70,15 @@ pub(super) async fn serve_connection(
     let connection = builder.serve_connection(io, service);
     tokio::pin!(connection);
 
+    let step = Watchdog::step(&limits);
+    let timer = tokio::time::sleep_until(Watchdog::next_check(
+        activity.deadline(&limits),
+        Instant::now(),
+        step,
+    ));
+    tokio::pin!(timer);
     let mut draining = false;
     loop {
-        let deadline = activity.deadline(&limits);
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(error) = result {
@@ -72,8 +87,8 @@ pub(super) async fn serve_connection(
                 }
                 return;
             }
-            () = activity.changed.notified() => {}
-            () = sleep_until(deadline) => {}
+            () = activity.evicting.notified() => {}
+            () = timer.as_mut() => {}
             _ = stop.wait_for(|stop| *stop), if !draining => {
                 draining = true;
                 connection.as_mut().graceful_shutdown();
@@ -88,17 +103,32 @@ pub(super) async fn serve_connection(
                 return;
             }
         }
-        if activity.expired(&limits, Instant::now()) {
+        let now = Instant::now();
+        let deadline = activity.deadline(&limits);
+        if deadline.is_some_and(|deadline| deadline <= now) {
             // Dropping the connection closes the socket.
             return;
         }
+        timer
+            .as_mut()
+            .reset(Watchdog::next_check(deadline, now, step));
     }
 }
 
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(deadline) => tokio::time::sleep_until(deadline).await,
-        None => std::future::pending().await,
+/// When the watchdog looks at a connection's phase next.
+pub(super) struct Watchdog;
+
+impl Watchdog {
+    /// The longest the watchdog sleeps: no phase change can set a deadline sooner than this
+    /// after it happens.
+    pub(super) fn step(limits: &ServeLimits) -> Duration {
+        limits.header_read_timeout.min(limits.idle_timeout)
+    }
+
+    /// The phase's deadline, or `now + step` if that comes first (or there is none).
+    pub(super) fn next_check(deadline: Option<Instant>, now: Instant, step: Duration) -> Instant {
+        let latest = now + step;
+        deadline.map_or(latest, |deadline| deadline.min(latest))
     }
 }
 
@@ -181,8 +211,8 @@ impl Phase {
 /// A connection's phase, shared by its socket wrapper, its requests and its watchdog.
 pub(super) struct Activity {
     phase: Mutex<Phase>,
-    /// Wakes the watchdog when the deadline may have moved earlier, or on eviction.
-    changed: Notify,
+    /// Wakes the watchdog on eviction (phase changes need not: see the module doc).
+    evicting: Notify,
     evicted: AtomicBool,
 }
 
@@ -190,7 +220,7 @@ impl Activity {
     pub(super) fn new(now: Instant) -> Self {
         Self {
             phase: Mutex::new(Phase::accepted(now)),
-            changed: Notify::new(),
+            evicting: Notify::new(),
             evicted: AtomicBool::new(false),
         }
     }
@@ -202,11 +232,14 @@ impl Activity {
 
     pub(super) fn update(&self, step: impl FnOnce(Phase) -> Phase) {
         let mut phase = self.phase();
-        let next = step(*phase);
-        if next != *phase {
-            *phase = next;
-            drop(phase);
-            self.changed.notify_one();
+        *phase = step(*phase);
+    }
+
+    /// Bytes arrived. Only a waiting connection's phase changes, so only then is the clock read.
+    fn bytes_arrived(&self) {
+        let mut phase = self.phase();
+        if matches!(*phase, Phase::Waiting { .. }) {
+            *phase = phase.on_bytes(Instant::now());
         }
     }
 
@@ -214,14 +247,9 @@ impl Activity {
         self.phase().deadline(limits)
     }
 
-    fn expired(&self, limits: &ServeLimits, now: Instant) -> bool {
-        self.deadline(limits)
-            .is_some_and(|deadline| deadline <= now)
-    }
-
     pub(super) fn evict(&self) {
         self.evicted.store(true, Ordering::Release);
-        self.changed.notify_one();
+        self.evicting.notify_one();
     }
 
     fn is_busy(&self) -> bool {
@@ -248,8 +276,7 @@ impl AsyncRead for Watched {
         let before = buf.filled().len();
         let result = Pin::new(&mut self.stream).poll_read(cx, buf);
         if matches!(result, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            let now = Instant::now();
-            self.activity.update(|phase| phase.on_bytes(now));
+            self.activity.bytes_arrived();
         }
         result
     }
