@@ -12,9 +12,11 @@ mod process;
 
 use crate::fallback::PoolStatus;
 use crate::proxy::{AuthFailure, ConnectOutcome, Outcome, ProxyKind, Transport};
+use std::sync::Arc;
+
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// The git commit the binary was built from (12 hex digits), or `unknown`: set by
@@ -91,12 +93,101 @@ pub struct Metrics {
     pub outage_age: Gauge,
     /// Polls of the proxy secret files, by result.
     pub secret_reloads: IntCounterVec,
+    /// The series every proxy call touches, looked up once.
+    hot: Arc<Hot>,
+}
+
+/// HTTP statuses the edge answers on every route (and connect's own 500 and 503): the
+/// `status` values of `realtime_proxy_requests_total` that exist from the first scrape.
+const EDGE_STATUSES: &[&str] = &["200", "400", "401", "408", "413", "429"];
+const CONNECT_STATUSES: &[&str] = &["500", "503"];
+/// `code` and `source` of `realtime_identity_validate_duration_seconds`.
+const IDENTITY_CODES: &[&str] = &[
+    "ok",
+    "unavailable",
+    "deadline_exceeded",
+    "cancelled",
+    "transport",
+];
+const IDENTITY_SOURCES: &[&str] = &["request", "probe"];
+
+/// The series of the request path, resolved at startup and found by enum position:
+/// `with_label_values` hashes the label values and takes the family's lock on every call,
+/// four times per connect. `None` marks a combination that is never initialised (an outcome
+/// a proxy type cannot have); it is looked up the slow way should it ever occur.
+#[derive(Default)]
+struct Hot {
+    /// `[kind][transport]`
+    proxy_duration: Vec<Histogram>,
+    /// `[outcome][transport]`
+    connect_outcomes: Vec<IntCounter>,
+    /// `[kind][outcome][transport]`
+    proxy_decisions: Vec<Option<IntCounter>>,
+    /// `[kind][EDGE_STATUSES ++ CONNECT_STATUSES]`
+    proxy_requests: Vec<Option<IntCounter>>,
+    /// `[IDENTITY_CODES][IDENTITY_SOURCES]`
+    identity_duration: Vec<Histogram>,
+}
+
+fn position<T: PartialEq>(all: &[T], value: &T) -> Option<usize> {
+    all.iter().position(|v| v == value)
+}
+
+impl Hot {
+    fn resolve(
+        proxy_requests: &IntCounterVec,
+        proxy_duration: &HistogramVec,
+        connect_outcomes: &IntCounterVec,
+        proxy_decisions: &IntCounterVec,
+        identity_duration: &HistogramVec,
+    ) -> Self {
+        let transports = Transport::ALL;
+        let mut hot = Self::default();
+        for kind in ProxyKind::ALL {
+            for transport in transports {
+                hot.proxy_duration
+                    .push(proxy_duration.with_label_values(&[kind.as_str(), transport.as_str()]));
+            }
+            for outcome in Outcome::ALL {
+                let possible = Outcome::possible_for(*kind).contains(outcome);
+                for transport in transports {
+                    hot.proxy_decisions.push(possible.then(|| {
+                        proxy_decisions.with_label_values(&[
+                            kind.as_str(),
+                            outcome.as_str(),
+                            transport.as_str(),
+                        ])
+                    }));
+                }
+            }
+            for status in EDGE_STATUSES.iter().chain(CONNECT_STATUSES) {
+                let exists = EDGE_STATUSES.contains(status) || *kind == ProxyKind::Connect;
+                hot.proxy_requests.push(
+                    exists.then(|| proxy_requests.with_label_values(&[kind.as_str(), status])),
+                );
+            }
+        }
+        for outcome in ConnectOutcome::ALL {
+            for transport in transports {
+                hot.connect_outcomes.push(
+                    connect_outcomes.with_label_values(&[outcome.as_str(), transport.as_str()]),
+                );
+            }
+        }
+        for code in IDENTITY_CODES {
+            for source in IDENTITY_SOURCES {
+                hot.identity_duration
+                    .push(identity_duration.with_label_values(&[code, source]));
+            }
+        }
+        hot
+    }
 }
 
 impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
-        let m = Self {
+        let mut m = Self {
             proxy_requests: IntCounterVec::new(
                 Opts::new(
                     "realtime_proxy_requests_total",
@@ -197,10 +288,103 @@ impl Metrics {
             )
             .expect("static metric definition"),
             registry,
+            // Resolved below, once the families exist.
+            hot: Arc::default(),
         };
         m.register_all();
         m.initialise_label_sets();
+        m.hot = Arc::new(Hot::resolve(
+            &m.proxy_requests,
+            &m.proxy_duration,
+            &m.connect_outcomes,
+            &m.proxy_decisions,
+            &m.identity_duration,
+        ));
         m
+    }
+
+    /// `realtime_proxy_request_duration_seconds{proxy, transport}`.
+    pub fn observe_proxy_duration(&self, kind: ProxyKind, via: Transport, seconds: f64) {
+        match (
+            position(ProxyKind::ALL, &kind),
+            position(Transport::ALL, &via),
+        ) {
+            (Some(k), Some(t)) => {
+                self.hot.proxy_duration[k * Transport::ALL.len() + t].observe(seconds)
+            }
+            _ => self
+                .proxy_duration
+                .with_label_values(&[kind.as_str(), via.as_str()])
+                .observe(seconds),
+        }
+    }
+
+    /// `realtime_centrifugo_connect_total{outcome, transport}`.
+    pub fn count_connect(&self, outcome: ConnectOutcome, via: Transport) {
+        match (
+            position(ConnectOutcome::ALL, &outcome),
+            position(Transport::ALL, &via),
+        ) {
+            (Some(o), Some(t)) => self.hot.connect_outcomes[o * Transport::ALL.len() + t].inc(),
+            _ => self
+                .connect_outcomes
+                .with_label_values(&[outcome.as_str(), via.as_str()])
+                .inc(),
+        }
+    }
+
+    /// `realtime_proxy_decisions_total{proxy, outcome, transport}`.
+    pub fn count_decision(&self, kind: ProxyKind, outcome: Outcome, via: Transport) {
+        let at = match (
+            position(ProxyKind::ALL, &kind),
+            position(Outcome::ALL, &outcome),
+            position(Transport::ALL, &via),
+        ) {
+            (Some(k), Some(o), Some(t)) => {
+                Some((k * Outcome::ALL.len() + o) * Transport::ALL.len() + t)
+            }
+            _ => None,
+        };
+        match at.and_then(|at| self.hot.proxy_decisions[at].as_ref()) {
+            Some(counter) => counter.inc(),
+            None => self
+                .proxy_decisions
+                .with_label_values(&[kind.as_str(), outcome.as_str(), via.as_str()])
+                .inc(),
+        }
+    }
+
+    /// `realtime_proxy_requests_total{proxy, status}`.
+    pub fn count_proxy_request(&self, kind: ProxyKind, status: &str) {
+        let statuses = EDGE_STATUSES.len() + CONNECT_STATUSES.len();
+        let s = position(EDGE_STATUSES, &status)
+            .or_else(|| position(CONNECT_STATUSES, &status).map(|s| EDGE_STATUSES.len() + s));
+        let at = position(ProxyKind::ALL, &kind)
+            .zip(s)
+            .map(|(k, s)| k * statuses + s);
+        match at.and_then(|at| self.hot.proxy_requests[at].as_ref()) {
+            Some(counter) => counter.inc(),
+            None => self
+                .proxy_requests
+                .with_label_values(&[kind.as_str(), status])
+                .inc(),
+        }
+    }
+
+    /// `realtime_identity_validate_duration_seconds{code, source}`.
+    pub fn observe_identity(&self, code: &str, source: &str, seconds: f64) {
+        match (
+            position(IDENTITY_CODES, &code),
+            position(IDENTITY_SOURCES, &source),
+        ) {
+            (Some(c), Some(s)) => {
+                self.hot.identity_duration[c * IDENTITY_SOURCES.len() + s].observe(seconds)
+            }
+            _ => self
+                .identity_duration
+                .with_label_values(&[code, source])
+                .observe(seconds),
+        }
     }
 
     fn register_all(&self) {
@@ -233,11 +417,11 @@ impl Metrics {
         for proxy in ProxyKind::ALL {
             let proxy = proxy.as_str();
             // Statuses the shared HTTP edge can answer on every route.
-            for status in ["200", "400", "401", "408", "413", "429"] {
+            for status in EDGE_STATUSES {
                 self.proxy_requests.with_label_values(&[proxy, status]);
             }
         }
-        for status in ["500", "503"] {
+        for status in CONNECT_STATUSES {
             self.proxy_requests.with_label_values(&["connect", status]);
         }
         for transport in Transport::ALL {
@@ -261,14 +445,8 @@ impl Metrics {
         for reason in AuthFailure::ALL {
             self.auth_rejections.with_label_values(&[reason.as_str()]);
         }
-        for source in ["request", "probe"] {
-            for code in [
-                "ok",
-                "unavailable",
-                "deadline_exceeded",
-                "cancelled",
-                "transport",
-            ] {
+        for source in IDENTITY_SOURCES {
+            for code in IDENTITY_CODES {
                 self.identity_duration.with_label_values(&[code, source]);
             }
         }

@@ -105,9 +105,7 @@ impl IdentityClient {
             };
             let code = code_label(&result);
             self.metrics
-                .identity_duration
-                .with_label_values(&[code, source.as_str()])
-                .observe(started.elapsed().as_secs_f64());
+                .observe_identity(code, source.as_str(), started.elapsed().as_secs_f64());
             tracing::Span::current().record("rpc.grpc.status_code", code);
 
             let validation = Validation::from_response(result);

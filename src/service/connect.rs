@@ -10,11 +10,7 @@ use crate::proxy::{ConnectOutcome as Outcome, ConnectRequest, Reply, Transport};
 impl ProxyService {
     pub async fn connect(&self, via: Transport, request: &ConnectRequest<'_>) -> Decision {
         let decision = self.decide_connect(request).await;
-        self.0
-            .metrics
-            .connect_outcomes
-            .with_label_values(&[decision.outcome.as_str(), via.as_str()])
-            .inc();
+        self.0.metrics.count_connect(decision.outcome, via);
         log(&decision, request);
         decision
     }

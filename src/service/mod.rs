@@ -111,12 +111,8 @@ impl ProxyService {
         request: &CallRequest<'_>,
         decision: Decision<R>,
     ) -> Decision<R> {
+        self.0.metrics.count_decision(kind, decision.outcome, via);
         let outcome = decision.outcome.as_str();
-        self.0
-            .metrics
-            .proxy_decisions
-            .with_label_values(&[kind.as_str(), outcome, via.as_str()])
-            .inc();
         tracing::debug!(
             proxy = kind.as_str(),
             outcome,

@@ -213,9 +213,7 @@ impl GrpcProxy {
         .instrument(span)
         .await;
         self.metrics
-            .proxy_duration
-            .with_label_values(&[kind.as_str(), Grpc.as_str()])
-            .observe(started.elapsed().as_secs_f64());
+            .observe_proxy_duration(kind, Grpc, started.elapsed().as_secs_f64());
         response.map(|r| frame(&r))
     }
 

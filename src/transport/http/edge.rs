@@ -53,16 +53,10 @@ pub async fn proxy(state: AppState, kind: ProxyKind, request: Request) -> Respon
     let status = response.status();
 
     span.record("http.response.status_code", status.as_u16());
+    state.metrics.count_proxy_request(kind, status.as_str());
     state
         .metrics
-        .proxy_requests
-        .with_label_values(&[proxy, status.as_str()])
-        .inc();
-    state
-        .metrics
-        .proxy_duration
-        .with_label_values(&[proxy, Transport::Http.as_str()])
-        .observe(started.elapsed().as_secs_f64());
+        .observe_proxy_duration(kind, Transport::Http, started.elapsed().as_secs_f64());
 
     if state.edge.status_mode == StatusMode::Always200 {
         *response.status_mut() = StatusCode::OK;
