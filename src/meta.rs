@@ -81,6 +81,50 @@ impl ParentalState {
 }
 
 impl ConnectionMeta {
+    /// The meta JSON, exactly as `serde_json::to_vec` writes it (the tests hold the two
+    /// together). Written by hand because it is built on every connect: the derived
+    /// serializer escapes each of the fourteen static keys, and only the three free-text
+    /// values need it.
+    pub fn to_json(&self) -> Vec<u8> {
+        fn flag(out: &mut Vec<u8>, key: &[u8], value: bool) {
+            out.extend_from_slice(key);
+            out.extend_from_slice(if value { b"true" } else { b"false" });
+        }
+        fn text(out: &mut Vec<u8>, value: &str) {
+            // Writing a str into a Vec cannot fail.
+            let _ = serde_json::to_writer(&mut *out, value);
+        }
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(b"{\"user\":");
+        text(&mut out, &self.user);
+        out.extend_from_slice(b",\"family_id\":");
+        text(&mut out, &self.family_id);
+        out.extend_from_slice(b",\"subscription_tier\":\"");
+        out.extend_from_slice(self.subscription_tier.as_str().as_bytes());
+        out.push(b'"');
+        flag(&mut out, b",\"is_admin\":", self.is_admin);
+        let p = &self.parental_state;
+        flag(
+            &mut out,
+            b",\"parental_state\":{\"screen_time_lock\":",
+            p.screen_time_lock,
+        );
+        flag(&mut out, b",\"feature_lock_chat\":", p.feature_lock_chat);
+        flag(&mut out, b",\"feature_lock_diary\":", p.feature_lock_diary);
+        flag(
+            &mut out,
+            b",\"feature_lock_flowcoach\":",
+            p.feature_lock_flowcoach,
+        );
+        flag(&mut out, b"},\"degraded\":", self.degraded);
+        if let Some(path) = &self.fallback_path {
+            out.extend_from_slice(b",\"fallback_path\":");
+            text(&mut out, path);
+        }
+        out.push(b'}');
+        out
+    }
+
     /// `FIELDS` in name order, the order `info` is written in.
     pub const FIELDS_BY_NAME: &'static [&'static str] = &[
         "degraded",
@@ -118,4 +162,73 @@ impl ConnectionMeta {
         "degraded",
         "fallback_path",
     ];
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(
+        user: &str,
+        family: &str,
+        tier: SubscriptionTier,
+        path: Option<&str>,
+    ) -> ConnectionMeta {
+        ConnectionMeta {
+            user: user.into(),
+            family_id: family.into(),
+            subscription_tier: tier,
+            is_admin: user.len().is_multiple_of(2),
+            parental_state: ParentalState {
+                screen_time_lock: true,
+                feature_lock_chat: false,
+                feature_lock_diary: user.is_empty(),
+                feature_lock_flowcoach: true,
+            },
+            degraded: path.is_some(),
+            fallback_path: path.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn hand_written_json_is_what_serde_writes() {
+        let tiers = [
+            SubscriptionTier::Unspecified,
+            SubscriptionTier::Free,
+            SubscriptionTier::Pro,
+            SubscriptionTier::Family,
+        ];
+        let texts = [
+            "",
+            "u-1",
+            "quote\" back\\ slash",
+            "ctrl\u{1}\n",
+            "ünï\u{2028}",
+        ];
+        for (i, user) in texts.iter().enumerate() {
+            for family in texts {
+                for path in [None, Some("pool"), Some(texts[(i + 1) % texts.len()])] {
+                    let meta = sample(user, family, tiers[i % tiers.len()], path);
+                    let derived = serde_json::to_vec(&meta).expect("serialise");
+                    assert_eq!(
+                        String::from_utf8(meta.to_json()).expect("utf-8"),
+                        String::from_utf8(derived).expect("utf-8"),
+                    );
+                }
+            }
+        }
+        let mut admin = sample("ab", "", SubscriptionTier::Pro, None);
+        admin.parental_state = ParentalState::all_locked();
+        assert_eq!(
+            admin.to_json(),
+            serde_json::to_vec(&admin).expect("serialise")
+        );
+    }
+
+    #[test]
+    fn hand_written_json_reads_back() {
+        let meta = sample("u\"1", "f", SubscriptionTier::Family, Some("pool"));
+        let back: ConnectionMeta = serde_json::from_slice(&meta.to_json()).expect("parse");
+        assert_eq!(back, meta);
+    }
 }

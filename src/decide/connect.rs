@@ -163,8 +163,7 @@ fn result(
     expire_at: Option<i64>,
     config: &ConnectConfig,
 ) -> Reply<ConnectResult> {
-    // Serialising our own plain struct cannot fail.
-    let meta_json = serde_json::to_vec(&meta).unwrap_or_default();
+    let meta_json = meta.to_json();
     Reply::Result(ConnectResult {
         user: meta.user.clone(),
         expire_at,
