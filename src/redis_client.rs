@@ -207,7 +207,18 @@ impl RedisClient {
 
     /// `prefix` + `suffix`: every key this service writes.
     pub fn key(&self, suffix: &str) -> String {
-        format!("{}{suffix}", self.inner.prefix)
+        self.key_of(&[suffix])
+    }
+
+    /// `prefix` + every part, in one allocation.
+    pub fn key_of(&self, parts: &[&str]) -> String {
+        let len = self.inner.prefix.len() + parts.iter().map(|p| p.len()).sum::<usize>();
+        let mut key = String::with_capacity(len);
+        key.push_str(&self.inner.prefix);
+        for part in parts {
+            key.push_str(part);
+        }
+        key
     }
 
     /// Whether the last call got an answer from Redis.

@@ -25,6 +25,8 @@ use crate::fallback::set::TicketSet;
 use crate::fallback::TicketDigest;
 use crate::redis_client::{RedisClient, Streak};
 
+/// Keys are `<REDIS_KEY_PREFIX>fallback:used:<hex SHA-256 of the ticket>`.
+const KEY_SUFFIX: &str = "fallback:used:";
 /// EXISTS per pipelined round trip when counting: small enough for one `REDIS_TIMEOUT_MS`.
 const COUNT_BATCH: usize = 256;
 /// Pending claims written per backfill round.
@@ -108,27 +110,25 @@ impl RedisLedger {
     }
 
     fn key(&self, digest: &TicketDigest) -> String {
-        self.inner
-            .client
-            .key(&format!("fallback:used:{}", hex::encode(digest.as_bytes())))
+        // Built in one buffer: this runs on every fallback connect.
+        let mut hex = [0u8; 64];
+        // 32 bytes always fit 64 hex digits, and hex digits are ASCII.
+        let _ = hex::encode_to_slice(digest.as_bytes(), &mut hex);
+        let hex = std::str::from_utf8(&hex).unwrap_or_default();
+        self.inner.client.key_of(&[KEY_SUFFIX, hex])
     }
 
     /// `SET key owner NX EX ttl`: true when this call set it.
     async fn set_nx(&self, digest: &TicketDigest) -> Result<bool, crate::redis_client::CallError> {
-        let key = self.key(digest);
-        let (owner, ttl) = (self.inner.owner.clone(), self.inner.ttl_s);
+        let mut set = redis::cmd("SET");
+        set.arg(self.key(digest))
+            .arg(self.inner.owner.as_str())
+            .arg("NX")
+            .arg("EX")
+            .arg(self.inner.ttl_s);
         self.inner
             .client
-            .call(|mut c| async move {
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(owner)
-                    .arg("NX")
-                    .arg("EX")
-                    .arg(ttl)
-                    .query_async::<Value>(&mut c)
-                    .await
-            })
+            .call(|mut c| async move { set.query_async::<Value>(&mut c).await })
             .await
             .map(|v| v != Value::Nil)
     }
@@ -362,6 +362,16 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("backfill never drained");
+    }
+
+    #[tokio::test]
+    async fn keys_are_the_prefix_then_the_hex_digest() {
+        let l = ledger(testing::SHARED_URL, "pfx:", OnUnavailable::Deny, &metrics());
+        let digest = TicketDigest::of(b"ticket");
+        assert_eq!(
+            l.key(&digest),
+            format!("pfx:fallback:used:{}", hex::encode(digest.as_bytes()))
+        );
     }
 
     #[tokio::test]
