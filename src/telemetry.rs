@@ -78,6 +78,11 @@ fn otel_layer_used(settings: &Telemetry) -> bool {
         && (settings.traces_endpoint.is_some() || settings.log_format == LogFormat::Json)
 }
 
+/// The W3C header that carries a caller's trace. Without it the propagator finds nothing, so
+/// the transports skip extraction: a global lock and a header scan per call, for a context
+/// that would be empty.
+pub const TRACEPARENT: &str = "traceparent";
+
 /// The W3C trace-context propagator, installed globally (the SDK's default does nothing).
 pub fn install_propagator() {
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use opentelemetry::propagation::Injector;
-use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::metadata::{Ascii, MetadataKey, MetadataMap, MetadataValue};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -40,6 +40,8 @@ impl CallSource {
 pub struct IdentityClient {
     client: ConnectProxyServiceClient<Channel>,
     deadline: Duration,
+    /// `grpc-timeout` for `deadline`, written once (tonic would format it on every call).
+    grpc_timeout: MetadataValue<Ascii>,
     metrics: Metrics,
 }
 
@@ -64,6 +66,7 @@ impl IdentityClient {
         Ok(Self {
             client: ConnectProxyServiceClient::new(endpoint.connect_lazy()),
             deadline,
+            grpc_timeout: grpc_timeout(deadline),
             metrics,
         })
     }
@@ -85,7 +88,9 @@ impl IdentityClient {
                 client_id: call.client_id.to_owned(),
                 transport: call.transport.to_owned(),
             });
-            request.set_timeout(self.deadline);
+            request
+                .metadata_mut()
+                .insert(GRPC_TIMEOUT, self.grpc_timeout.clone());
             inject_trace_context(request.metadata_mut());
 
             let started = Instant::now();
@@ -147,8 +152,35 @@ fn deadline_exceeded() -> tonic::Status {
 }
 
 /// Writes the current span's W3C trace context into gRPC metadata.
+const GRPC_TIMEOUT: &str = "grpc-timeout";
+
+/// A `grpc-timeout` value as tonic's `Request::set_timeout` writes it: the finest unit whose
+/// count fits the protocol's eight digits.
+fn grpc_timeout(deadline: Duration) -> MetadataValue<Ascii> {
+    const MAX: u128 = 99_999_999;
+    let secs = u128::from(deadline.as_secs());
+    let (count, unit) = [
+        (deadline.as_nanos(), 'n'),
+        (deadline.as_micros(), 'u'),
+        (deadline.as_millis(), 'm'),
+        (secs, 'S'),
+        (secs / 60, 'M'),
+    ]
+    .into_iter()
+    .find(|(count, _)| *count <= MAX)
+    .unwrap_or((secs / 3600, 'H'));
+    let text = format!("{}{unit}", count.min(MAX));
+    // Digits and a letter are always a valid ASCII value.
+    MetadataValue::try_from(text.as_str()).unwrap_or_else(|_| MetadataValue::from_static("1H"))
+}
+
 fn inject_trace_context(metadata: &mut MetadataMap) {
-    let context = tracing::Span::current().context();
+    let span = tracing::Span::current();
+    // No subscriber records this span: there is no trace to pass on.
+    if span.is_disabled() {
+        return;
+    }
+    let context = span.context();
     opentelemetry::global::get_text_map_propagator(|propagator| {
         propagator.inject_context(&context, &mut MetadataInjector(metadata));
     });
@@ -163,6 +195,33 @@ impl Injector for MetadataInjector<'_> {
             MetadataValue::try_from(value.as_str()),
         ) {
             self.0.insert(key, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::grpc::parse_grpc_timeout;
+
+    #[test]
+    fn grpc_timeout_is_the_finest_unit_that_fits_eight_digits() {
+        for (deadline, text) in [
+            (Duration::from_millis(2500), "2500000u"),
+            (Duration::from_millis(50), "50000000n"),
+            (Duration::from_millis(99), "99000000n"),
+            (Duration::from_millis(100), "100000u"),
+            (Duration::from_secs(200), "200000m"),
+            (Duration::from_secs(100_000_000), "1666666M"),
+        ] {
+            let value = grpc_timeout(deadline);
+            assert_eq!(value.to_str().expect("ascii"), text, "{deadline:?}");
+        }
+        for ms in [1, 7, 999, 2500, 60_000, 3_600_000] {
+            let deadline = Duration::from_millis(ms);
+            let value = grpc_timeout(deadline);
+            let parsed = parse_grpc_timeout(value.to_str().expect("ascii"));
+            assert_eq!(parsed, Some(deadline), "{value:?}");
         }
     }
 }

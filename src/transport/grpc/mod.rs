@@ -174,11 +174,13 @@ impl GrpcProxy {
             rpc.method = method_name(kind),
             proxy = kind.as_str(),
         );
-        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
-            propagator.extract(&MetadataExtractor(metadata))
-        });
-        // Only fails when no OpenTelemetry layer is installed, which is a valid configuration.
-        let _ = span.set_parent(parent);
+        if metadata.contains_key(crate::telemetry::TRACEPARENT) {
+            let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+                propagator.extract(&MetadataExtractor(metadata))
+            });
+            // Only fails when no OpenTelemetry layer is installed, which is a valid configuration.
+            let _ = span.set_parent(parent);
+        }
         let started = Instant::now();
         let response: Result<Resp, Status> = async {
             if let Err(reason) = self.authenticate(metadata) {

@@ -21,6 +21,7 @@ use super::limits::overloaded_response;
 use super::{handlers, AppState};
 use crate::config::StatusMode;
 use crate::proxy::{ProxyKind, Transport};
+use crate::telemetry::TRACEPARENT;
 
 pub async fn proxy(state: AppState, kind: ProxyKind, request: Request) -> Response {
     let proxy = kind.as_str();
@@ -31,11 +32,13 @@ pub async fn proxy(state: AppState, kind: ProxyKind, request: Request) -> Respon
         proxy,
         http.response.status_code = tracing::field::Empty,
     );
-    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
-        propagator.extract(&HeaderExtractor(request.headers()))
-    });
-    // Only fails when no OpenTelemetry layer is installed, which is a valid configuration.
-    let _ = span.set_parent(parent);
+    if request.headers().contains_key(TRACEPARENT) {
+        let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+            propagator.extract(&HeaderExtractor(request.headers()))
+        });
+        // Only fails when no OpenTelemetry layer is installed, which is a valid configuration.
+        let _ = span.set_parent(parent);
+    }
 
     let started = Instant::now();
     let mut response = async {
