@@ -18,6 +18,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -30,7 +31,9 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::{sleep, timeout, Instant};
 use tokio_rustls::TlsAcceptor;
-use tonic::codegen::http::{self, header, HeaderMap, HeaderValue, Request, Response, StatusCode};
+use tonic::codegen::http::{
+    self, header, HeaderMap, HeaderName, HeaderValue, Request, Response, StatusCode,
+};
 use tonic::Status;
 
 use super::proto::centrifugo_proxy_server::SERVICE_NAME;
@@ -38,6 +41,8 @@ use super::GrpcProxy;
 use crate::log_limit::LogLimit;
 use crate::transport::http::serve::ServeLimits;
 
+/// Named once: a name given as a string is parsed and checked on every insert.
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 /// Streams one connection may have open at once (Centrifugo's calls in flight).
 const MAX_STREAMS: u32 = 256;
 /// The deadline of a call that carries no `grpc-timeout` (Centrifugo always sends one).
@@ -192,6 +197,13 @@ async fn serve_connection<T>(
                 None => break,
             },
             Some(()) = calls.next(), if !calls.is_empty() => {
+                // Finish every call that is ready before h2 next writes: answers that are
+                // ready together then leave in one write instead of one write each.
+                std::future::poll_fn(|cx| {
+                    while let Poll::Ready(Some(())) = calls.poll_next_unpin(cx) {}
+                    Poll::Ready(())
+                })
+                .await;
                 if calls.is_empty() && !closing {
                     timer.as_mut().reset(Instant::now() + limits.serve.idle_timeout);
                 }
@@ -379,7 +391,7 @@ fn send(mut respond: SendResponse<Bytes>, answer: Result<Bytes, Status>) {
                 return;
             };
             let mut trailers = HeaderMap::new();
-            trailers.insert("grpc-status", HeaderValue::from_static("0"));
+            trailers.insert(GRPC_STATUS, HeaderValue::from_static("0"));
             // A failure here means the peer reset the stream: nobody is left to answer.
             if stream.send_data(message, false).is_ok() {
                 let _ = stream.send_trailers(trailers);
@@ -390,7 +402,7 @@ fn send(mut respond: SendResponse<Bytes>, answer: Result<Bytes, Status>) {
             if status.add_header(response.headers_mut()).is_err() {
                 response
                     .headers_mut()
-                    .insert("grpc-status", HeaderValue::from_static("13"));
+                    .insert(GRPC_STATUS, HeaderValue::from_static("13"));
             }
             let _ = respond.send_response(response, true);
         }
