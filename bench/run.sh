@@ -263,6 +263,17 @@ transports() {
     echo "gRPC connect CPU per request / HTTP: - (gRPC: not served by this build)"
   fi
   echo "HTTP throughput / pass-through: $(calc "$(med rps "${r_http[@]}") / $(med rps "${r_pt[@]}")" 2)"
+  # The same ratios per round (paths measured within seconds of each other), then their
+  # median: slow drift of a shared machine moves both sides of a round together.
+  paired() { # A-RESULTS B-RESULTS (names of arrays)
+    local -n a=$1 b=$2
+    local i
+    for i in "${!a[@]}"; do
+      calc "$(field "${a[$i]}" cpu_us_per_req) / $(field "${b[$i]}" cpu_us_per_req)" 3
+      echo
+    done | sort -g | awk '{ v[NR] = $1 } END { printf "%.2f (rounds %.2f-%.2f)", v[int((NR + 1) / 2)], v[1], v[NR] }'
+  }
+  echo "per-round CPU ratios, median: HTTP / pass-through $(paired r_http r_pt)${grpc:+; gRPC / HTTP $(paired r_grpc r_http)}"
   echo "note: $(nproc) shared cores run the load generator, the server and the fake together; compare ratios, not absolutes."
 }
 verdict() { awk "BEGIN { print (($1) ? \"met\" : \"NOT met\") }"; }
