@@ -8,8 +8,9 @@
 //! checks the phase when its timer fires and re-arms the timer for the phase's deadline, but
 //! never further ahead than the shorter of the two timeouts (`Watchdog::step`). A phase change
 //! at time `t` sets a deadline of at least `t + step`, and `t` is after the last check, so no
-//! deadline can fall before the next check: every deadline is kept exactly, and a request
-//! costs the watchdog nothing. Only eviction, which must act at once, wakes it.
+//! deadline can fall before the next check (a new connection's first head keeps the deadline
+//! it had from accept, which the first check already aims at): every deadline is kept exactly,
+//! and a request costs the watchdog nothing. Only eviction, which must act at once, wakes it.
 
 use std::convert::Infallible;
 use std::io;

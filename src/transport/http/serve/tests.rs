@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::conn::{Phase, MIN_HEADER_BYTES};
+use super::conn::{Phase, Watchdog, MIN_HEADER_BYTES};
 use super::table::{Room, Table};
 use super::test_gate::Gate;
 use super::*;
@@ -515,4 +515,35 @@ fn the_default_idle_timeout_outlives_centrifugos_pool() {
         ..ServeLimits::default()
     };
     assert!(!short.idle_outlives_client_pool());
+}
+
+#[test]
+fn the_watchdog_looks_at_the_deadline_or_one_step_ahead_whichever_is_first() {
+    let now = Instant::now();
+    let secs = Duration::from_secs;
+    let limits = ServeLimits {
+        header_read_timeout: secs(10),
+        idle_timeout: secs(120),
+        ..limits()
+    };
+    let step = Watchdog::step(&limits);
+    assert_eq!(step, secs(10));
+    // Busy: no deadline, so one step ahead.
+    assert_eq!(Watchdog::next_check(None, now, step), now + step);
+    // A head's deadline inside the step is aimed at exactly.
+    assert_eq!(
+        Watchdog::next_check(Some(now + secs(3)), now, step),
+        now + secs(3)
+    );
+    // The idle deadline is far: a phase change before it can only set one at least a step
+    // after itself, so looking again in one step misses nothing.
+    assert_eq!(
+        Watchdog::next_check(Some(now + secs(120)), now, step),
+        now + step
+    );
+    let short_idle = ServeLimits {
+        idle_timeout: secs(4),
+        ..limits
+    };
+    assert_eq!(Watchdog::step(&short_idle), secs(4));
 }
