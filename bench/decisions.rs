@@ -1,5 +1,5 @@
-//! Micro-benchmark of the local decisions: channel policy (subscribe, publish) and the
-//! request signature (HMAC-SHA256). Std only (no criterion): `Instant` loops with a warm-up,
+//! Micro-benchmark of the local decisions: channel policy (subscribe, publish), the
+//! request signature (HMAC-SHA256) and the fallback pool's lookup among a million tickets. Std only (no criterion): `Instant` loops with a warm-up,
 //! `std::hint::black_box` around inputs and results.
 //!
 //! ```text
@@ -19,6 +19,8 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use realtime_service::config::Config;
+use realtime_service::fallback::set::TicketSet;
+use realtime_service::fallback::TicketDigest;
 use realtime_service::meta::{ConnectionMeta, ParentalState, SubscriptionTier};
 use realtime_service::policy::{ChannelPolicy, DenyReason, PublishDecision, SubscribeDecision};
 use realtime_service::transport::http::auth::{sign, ProxyAuth};
@@ -28,6 +30,9 @@ const BATCH_TARGET: Duration = Duration::from_millis(20);
 const BATCHES: usize = 25;
 
 const SECRET: &str = "bench-secret-0123456789abcdef";
+/// Tickets in the pool of the lookup cases, and distinct lookups cycled through.
+const POOL_TICKETS: u32 = 1_000_000;
+const LOOKUPS: u32 = 1 << 16;
 
 struct Measured {
     name: &'static str,
@@ -166,7 +171,31 @@ fn main() {
     );
     assert_eq!(auth.verify_body(Some(&signature), &body), Ok(()));
 
-    let cases = vec![
+    // The pool lookup of a degraded connect: a million tickets (32 MB, past the caches), looked
+    // up in an order unrelated to the sort, half of them present. The bisection over the same
+    // sorted digests is the lookup the set used before its outward search.
+    let pool: Vec<[u8; 32]> = (0..POOL_TICKETS)
+        .map(|i: u32| *TicketDigest::of(&i.to_le_bytes()).as_bytes())
+        .collect();
+    let set = TicketSet::from_digests(pool.clone());
+    let mut sorted = pool;
+    sorted.sort_unstable();
+    let lookups: Vec<TicketDigest> = (0..LOOKUPS)
+        .map(|i: u32| {
+            TicketDigest::of(&(i.wrapping_mul(2_654_435_761) % (2 * POOL_TICKETS)).to_le_bytes())
+        })
+        .collect();
+    assert_eq!(
+        lookups.iter().filter(|d| set.contains(d)).count(),
+        lookups
+            .iter()
+            .filter(|d| sorted.binary_search(d.as_bytes()).is_ok())
+            .count()
+    );
+    let mut next = 0usize;
+    let mut next_bisect = 0usize;
+
+    let mut cases = vec![
         measure("hmac_verify_300B", || {
             let _ = black_box(auth.verify_body(Some(black_box(&signature)), black_box(&body)));
         }),
@@ -215,6 +244,18 @@ fn main() {
             )));
         }),
     ];
+    cases.push(measure("pool_lookup_1M_interpolated", || {
+        next = (next + 1) % lookups.len();
+        black_box(set.contains(black_box(&lookups[next])));
+    }));
+    cases.push(measure("pool_lookup_1M_bisection", || {
+        next_bisect = (next_bisect + 1) % lookups.len();
+        black_box(
+            sorted
+                .binary_search(black_box(lookups[next_bisect].as_bytes()))
+                .is_ok(),
+        );
+    }));
 
     let verify_ns = cases[0].median_ns;
     println!(

@@ -1,6 +1,6 @@
 //! The ticket set: what the mounted Secret lists, as SHA-256 digests.
 //!
-//! Held as one sorted `Vec<[u8; 32]>` searched by bisection: 32 bytes a ticket and no
+//! Held as one sorted `Vec<[u8; 32]>` searched by interpolation: 32 bytes a ticket and no
 //! per-entry allocation, so a million tickets take 32 MB. Files are streamed line by line,
 //! never read whole, so a load never holds a file and the set at once.
 //!
@@ -42,7 +42,38 @@ impl TicketSet {
     }
 
     pub fn contains(&self, digest: &TicketDigest) -> bool {
-        self.digests.binary_search(digest.as_bytes()).is_ok()
+        let key = digest.as_bytes();
+        let digests = &self.digests;
+        // SHA-256 digests are spread evenly over the key space, so where a digest's first
+        // eight bytes fall between those of a range's ends says where in the range it sits.
+        // Interpolating narrows a million digests to a handful in about four probes, where
+        // bisection makes twenty scattered ones, each a cache miss. After INTERPOLATIONS
+        // probes (a set that is not even) bisection finishes the search, so it stays O(log n).
+        const INTERPOLATIONS: usize = 6;
+        let (mut lo, mut hi) = (0, digests.len());
+        for _ in 0..INTERPOLATIONS {
+            if hi - lo < 8 {
+                break;
+            }
+            let (first, last) = (&digests[lo], &digests[hi - 1]);
+            if key < first || key > last {
+                return false;
+            }
+            let (low, high, at) = (prefix(first), prefix(last), prefix(key));
+            // Equal prefixes at both ends: nothing to interpolate on.
+            let Some(span) = high.checked_sub(low).filter(|span| *span > 0) else {
+                break;
+            };
+            let offset = u128::from(at - low) * (hi - 1 - lo) as u128 / u128::from(span);
+            // At most hi - 1 - lo, since at <= high.
+            let probe = lo + usize::try_from(offset).unwrap_or(hi - 1 - lo);
+            match digests[probe].cmp(key) {
+                std::cmp::Ordering::Equal => return true,
+                std::cmp::Ordering::Less => lo = probe + 1,
+                std::cmp::Ordering::Greater => hi = probe,
+            }
+        }
+        digests[lo..hi].binary_search(key).is_ok()
     }
 
     pub fn len(&self) -> usize {
@@ -66,6 +97,13 @@ impl TicketSet {
         }
         hex::encode(&hasher.finalize()[..6])
     }
+}
+
+/// A digest's first eight bytes, as a number in the digests' sort order.
+fn prefix(digest: &[u8; 32]) -> u64 {
+    let mut head = [0u8; 8];
+    head.copy_from_slice(&digest[..8]);
+    u64::from_be_bytes(head)
 }
 
 impl std::fmt::Debug for TicketSet {
@@ -287,7 +325,40 @@ fn parse_line(line: &[u8]) -> Result<Option<[u8; 32]>, &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use std::os::unix::fs::symlink;
+
+    proptest! {
+        /// The interpolating search agrees with a plain bisection, for real digests and for sets
+        /// bunched into one corner of the key space (which SHA-256 never gives, but the search
+        /// must still be right on).
+        #[test]
+        fn contains_agrees_with_bisection(
+            tickets in proptest::collection::vec(any::<u32>(), 0..300),
+            probes in proptest::collection::vec(any::<u32>(), 1..60),
+            bunched in any::<bool>(),
+        ) {
+            let shape = |n: u32| -> [u8; 32] {
+                let mut d = *TicketDigest::of(&n.to_le_bytes()).as_bytes();
+                if bunched {
+                    // Everything in a narrow band near the top or the bottom.
+                    d[..6].fill(if n.is_multiple_of(2) { 0xff } else { 0x00 });
+                }
+                d
+            };
+            let digests: Vec<[u8; 32]> = tickets.iter().map(|&n| shape(n)).collect();
+            let set = TicketSet::from_digests(digests.clone());
+            let mut sorted = digests;
+            sorted.sort_unstable();
+            for n in probes.iter().chain(tickets.iter()) {
+                let d = shape(*n);
+                prop_assert_eq!(
+                    set.contains(&TicketDigest::from_bytes(d)),
+                    sorted.binary_search(&d).is_ok()
+                );
+            }
+        }
+    }
 
     fn digest(ticket: &str) -> TicketDigest {
         TicketDigest::of(ticket.as_bytes())
