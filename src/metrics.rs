@@ -113,8 +113,10 @@ const IDENTITY_SOURCES: &[&str] = &["request", "probe"];
 
 /// The series of the request path, resolved at startup and found by enum position:
 /// `with_label_values` hashes the label values and takes the family's lock on every call,
-/// four times per connect. `None` marks a combination that is never initialised (an outcome
-/// a proxy type cannot have); it is looked up the slow way should it ever occur.
+/// four times per connect. Resolving creates the series, so these families show every label
+/// set that can occur from the first scrape. `None` marks a combination that cannot occur (an
+/// outcome a proxy type cannot have, a 500 on a route other than connect); it is looked up the
+/// slow way should it ever occur, and is not shown before.
 #[derive(Default)]
 struct Hot {
     /// `[kind][transport]`
@@ -413,42 +415,10 @@ impl Metrics {
         }
     }
 
+    /// Every label set of the families outside [`Hot`] (resolving those creates theirs).
     fn initialise_label_sets(&self) {
-        for proxy in ProxyKind::ALL {
-            let proxy = proxy.as_str();
-            // Statuses the shared HTTP edge can answer on every route.
-            for status in EDGE_STATUSES {
-                self.proxy_requests.with_label_values(&[proxy, status]);
-            }
-        }
-        for status in CONNECT_STATUSES {
-            self.proxy_requests.with_label_values(&["connect", status]);
-        }
-        for transport in Transport::ALL {
-            let transport = transport.as_str();
-            for proxy in ProxyKind::ALL {
-                self.proxy_duration
-                    .with_label_values(&[proxy.as_str(), transport]);
-                for outcome in Outcome::possible_for(*proxy) {
-                    self.proxy_decisions.with_label_values(&[
-                        proxy.as_str(),
-                        outcome.as_str(),
-                        transport,
-                    ]);
-                }
-            }
-            for outcome in ConnectOutcome::ALL {
-                self.connect_outcomes
-                    .with_label_values(&[outcome.as_str(), transport]);
-            }
-        }
         for reason in AuthFailure::ALL {
             self.auth_rejections.with_label_values(&[reason.as_str()]);
-        }
-        for source in IDENTITY_SOURCES {
-            for code in IDENTITY_CODES {
-                self.identity_duration.with_label_values(&[code, source]);
-            }
         }
         for status in PoolStatus::ALL {
             self.pool_status.with_label_values(&[status.as_str()]);
@@ -494,5 +464,110 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exposed(m: &Metrics, series: &str) -> bool {
+        m.encode().lines().any(|l| l.starts_with(series))
+    }
+
+    /// Each fast path lands on the series its labels name, and on no other: a wrong index
+    /// would count into a neighbour.
+    #[test]
+    fn hot_series_are_the_labelled_ones() {
+        for &kind in ProxyKind::ALL {
+            for &via in Transport::ALL {
+                let m = Metrics::new();
+                m.observe_proxy_duration(kind, via, 0.001);
+                for &other in ProxyKind::ALL {
+                    for &t in Transport::ALL {
+                        let count = m
+                            .proxy_duration
+                            .with_label_values(&[other.as_str(), t.as_str()])
+                            .get_sample_count();
+                        assert_eq!(count, u64::from(other == kind && t == via));
+                    }
+                }
+                for &outcome in Outcome::possible_for(kind) {
+                    m.count_decision(kind, outcome, via);
+                    let labels = [kind.as_str(), outcome.as_str(), via.as_str()];
+                    assert_eq!(m.proxy_decisions.with_label_values(&labels).get(), 1);
+                }
+            }
+            for status in EDGE_STATUSES.iter().chain(CONNECT_STATUSES) {
+                let m = Metrics::new();
+                m.count_proxy_request(kind, status);
+                let counter = m.proxy_requests.with_label_values(&[kind.as_str(), status]);
+                assert_eq!(counter.get(), 1, "{kind:?} {status}");
+            }
+        }
+        for &outcome in ConnectOutcome::ALL {
+            for &via in Transport::ALL {
+                let m = Metrics::new();
+                m.count_connect(outcome, via);
+                for &other in ConnectOutcome::ALL {
+                    for &t in Transport::ALL {
+                        let labels = [other.as_str(), t.as_str()];
+                        let value = m.connect_outcomes.with_label_values(&labels).get();
+                        assert_eq!(value, u64::from(other == outcome && t == via));
+                    }
+                }
+            }
+        }
+        for code in IDENTITY_CODES {
+            for source in IDENTITY_SOURCES {
+                let m = Metrics::new();
+                m.observe_identity(code, source, 0.002);
+                let histogram = m.identity_duration.with_label_values(&[code, source]);
+                assert_eq!(histogram.get_sample_count(), 1);
+            }
+        }
+    }
+
+    /// Every label set that can occur is shown from the first scrape, and none that cannot.
+    #[test]
+    fn possible_label_sets_exist_before_any_call() {
+        let m = Metrics::new();
+        assert!(exposed(
+            &m,
+            r#"realtime_proxy_requests_total{proxy="subscribe",status="429"} 0"#
+        ));
+        assert!(exposed(
+            &m,
+            r#"realtime_proxy_requests_total{proxy="connect",status="503"} 0"#
+        ));
+        assert!(!exposed(
+            &m,
+            r#"realtime_proxy_requests_total{proxy="subscribe",status="503"}"#
+        ));
+        assert!(exposed(
+            &m,
+            r#"realtime_proxy_request_duration_seconds_count{proxy="rpc",transport="grpc"} 0"#
+        ));
+        assert!(exposed(
+            &m,
+            r#"realtime_identity_validate_duration_seconds_count{code="cancelled",source="probe"} 0"#
+        ));
+        for &kind in ProxyKind::ALL {
+            for &outcome in Outcome::ALL {
+                let series = format!(
+                    "realtime_proxy_decisions_total{{outcome=\"{}\",proxy=\"{}\",transport=\"http\"}}",
+                    outcome.as_str(),
+                    kind.as_str()
+                );
+                let possible = Outcome::possible_for(kind).contains(&outcome);
+                assert_eq!(exposed(&m, &series), possible, "{series}");
+            }
+        }
+        // An impossible combination still counts if it ever happens.
+        m.count_proxy_request(ProxyKind::Subscribe, "503");
+        assert!(exposed(
+            &m,
+            r#"realtime_proxy_requests_total{proxy="subscribe",status="503"} 1"#
+        ));
     }
 }
