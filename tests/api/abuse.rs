@@ -283,7 +283,7 @@ async fn identity_stopping_mid_call_answers_4503_and_counts_as_a_failure() {
     app.identity.stall(Duration::from_secs(30));
     let address = app.address.clone();
     let call = tokio::spawn(async move {
-        connect_from(&reqwest::Client::new(), &address, "abuse-cancel").await
+        connect_from(&crate::helpers::http_client(), &address, "abuse-cancel").await
     });
     eventually("identity-service holds the call", async || {
         app.identity
@@ -350,7 +350,7 @@ async fn a_flapping_identity_never_yields_a_500() {
             app.identity.add_ticket(ticket, Scripted::success("u-flap"));
         }
         clients.spawn(async move {
-            let http = reqwest::Client::new();
+            let http = crate::helpers::http_client();
             let mut answers = Vec::new();
             for ticket in identity_tickets {
                 if stop.load(std::sync::atomic::Ordering::SeqCst) {
@@ -397,7 +397,7 @@ async fn fill_two_slots(app: &TestApp) -> tokio::task::JoinSet<u16> {
         app.identity.add_ticket(ticket, Scripted::success("u-slot"));
         let address = app.address.clone();
         held.spawn(async move {
-            connect_from(&reqwest::Client::new(), &address, ticket)
+            connect_from(&crate::helpers::http_client(), &address, ticket)
                 .await
                 .0
         });

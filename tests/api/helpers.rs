@@ -15,6 +15,14 @@ use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+/// A plain reqwest client for tests that talk to a service in another process. reqwest's
+/// rustls needs a process-wide crypto provider; in-process apps install it, but a test that
+/// starts none (and may run first) must not depend on another test having done so.
+pub fn http_client() -> reqwest::Client {
+    realtime_service::tls::install_crypto_provider();
+    reqwest::Client::new()
+}
+
 /// At least 16 bytes: shorter proxy secrets are refused.
 pub const SECRET: &str = "test-secret-0123456789";
 /// Short enough that stall tests finish quickly; the window (manual clock) is independent.
@@ -174,7 +182,7 @@ pub async fn spawn_app_against(
         identity,
         clock,
         state,
-        client: reqwest::Client::new(),
+        client: http_client(),
         shutdown: Some(tx),
         server: Some(server),
         _pool_dir: pool_dir,

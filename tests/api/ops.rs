@@ -287,7 +287,7 @@ async fn a_separate_metrics_port_serves_metrics_there_only() {
         let _ = rx.await;
         Shutdown::Immediate
     }));
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
     let get = async |port: u16, path: &str| {
         let response = client
             .get(format!("http://127.0.0.1:{port}{path}"))
@@ -362,7 +362,7 @@ pub(crate) async fn spawn_binary(env: &[(&str, &str)], stdout: Stdio) -> Service
         .spawn()
         .expect("binary starts");
     let service = Service { child, port };
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
     eventually("the binary is ready", async || {
         readyz(&client, service.port).await == Some(200)
     })
@@ -404,7 +404,7 @@ pub(crate) async fn exit_code(service: &mut Service, within: Duration) -> Option
 #[tokio::test]
 async fn sigterm_drains_then_exits_0() {
     let mut service = start_binary("1500").await;
-    let client = reqwest::Client::new();
+    let client = crate::helpers::http_client();
     signal(&service, "TERM");
     let signalled = Instant::now();
     eventually("readyz turns 503", async || {

@@ -244,7 +244,7 @@ async fn stop(mut service: Service) -> String {
 
 /// An unsigned connect: refused 401 with a WARN inside the request's span.
 async fn unsigned_connect(port: u16, traceparent: Option<&str>) {
-    let mut request = reqwest::Client::new()
+    let mut request = crate::helpers::http_client()
         .post(format!("http://127.0.0.1:{port}/centrifugo/connect"))
         .header("content-type", "application/json")
         .body(r#"{"client":"c","transport":"websocket","protocol":"json","encoding":"json","data":{}}"#);
