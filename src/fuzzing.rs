@@ -97,6 +97,13 @@ pub fn pool_file(bytes: &[u8]) -> usize {
     crate::fallback::set::parse(bytes).map_or(0, |set| set.len())
 }
 
+/// The strict JSON check on any bytes: whether its fast scan called them clean, and whether
+/// the exact walk accepted them.
+pub fn strict_json(json: &[u8]) -> (bool, bool) {
+    let (clean, walked) = crate::proxy::strict_json::scan_and_walk(json);
+    (clean, walked.is_ok())
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
