@@ -46,8 +46,12 @@ pub async fn proxy(state: AppState, kind: ProxyKind, request: Request) -> Respon
         let Some(_permit) = state.inflight.try_acquire() else {
             return overloaded_response();
         };
-        match Verified::from_request(request, &state).await {
-            Ok(Verified(request)) => handlers::handle(&state, kind, request).await,
+        let body = match Verified::from_request(request, &state).await {
+            Ok(body) => body,
+            Err(refused) => return refused.into_response(),
+        };
+        match body.parse() {
+            Ok(request) => handlers::handle(&state, kind, request).await,
             Err(refused) => refused.into_response(),
         }
     }

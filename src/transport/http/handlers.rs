@@ -12,7 +12,7 @@ use super::AppState;
 use crate::proxy::ProxyKind;
 use crate::proxy::Transport::Http;
 
-pub async fn handle(state: &AppState, kind: ProxyKind, request: ProxyRequest) -> Response {
+pub async fn handle(state: &AppState, kind: ProxyKind, request: ProxyRequest<'_>) -> Response {
     let service = &state.service;
     match kind {
         ProxyKind::Connect => {

@@ -6,6 +6,8 @@
 //! `../shared/centrifugo-proxy.md` sections 1 and 4.3. Answers are written directly into one
 //! buffer: their shapes are few and fixed, and `info` and `meta` are already JSON text.
 
+use std::borrow::Cow;
+
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
@@ -15,40 +17,41 @@ use crate::proxy::{
 };
 
 /// A proxy request body, for every proxy type: the fields a type does not have are simply
-/// absent. One type means one parser and one place that knows the wire names.
+/// absent. One type means one parser and one place that knows the wire names. Fields borrow
+/// from the body (a string is copied only when it has escapes).
 #[derive(Debug, Default, Deserialize)]
-pub struct ProxyRequest {
+pub struct ProxyRequest<'a> {
     /// Centrifugo's connection id.
-    #[serde(default)]
-    pub client: String,
-    #[serde(default)]
-    pub transport: String,
-    #[serde(default)]
-    pub protocol: String,
+    #[serde(default, borrow)]
+    pub client: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub transport: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub protocol: Cow<'a, str>,
     /// `binary` when the proxy has `binary_encoding: true` (payload in `b64data`).
-    #[serde(default)]
-    pub encoding: String,
+    #[serde(default, borrow)]
+    pub encoding: Cow<'a, str>,
     /// The connection's user; always present (maybe `""`) except on connect.
-    #[serde(default)]
-    pub user: Option<String>,
-    #[serde(default)]
-    pub channel: Option<String>,
-    #[serde(default)]
-    pub method: Option<String>,
+    #[serde(default, borrow)]
+    pub user: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub channel: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub method: Option<Cow<'a, str>>,
     /// Connection meta, as connect returned it (only with `include_connection_meta`).
-    #[serde(default)]
-    pub meta: Option<Box<RawValue>>,
-    #[serde(default)]
-    pub data: Option<Box<RawValue>>,
-    #[serde(default)]
-    pub b64data: Option<String>,
+    #[serde(default, borrow)]
+    pub meta: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub data: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    pub b64data: Option<Cow<'a, str>>,
 }
 
-impl ProxyRequest {
+impl ProxyRequest<'_> {
     /// The client's payload bytes as sent (decoded from `b64data` with binary encoding).
     pub fn payload(&self) -> Payload<'_> {
         proxy::payload(
-            self.data.as_deref().map(|raw| raw.get().as_bytes()),
+            self.data.map(|raw| raw.get().as_bytes()),
             self.b64data.as_deref(),
         )
     }
@@ -65,12 +68,12 @@ impl ProxyRequest {
         CallRequest {
             client: &self.client,
             user: self.user.as_deref().unwrap_or_default(),
-            meta: self.meta.as_deref().map(|raw| raw.get().as_bytes()),
+            meta: self.meta.map(|raw| raw.get().as_bytes()),
             channel: self.channel.as_deref().unwrap_or_default(),
             method: self.method.as_deref().unwrap_or_default(),
             data: self.payload(),
             // JSON data wins here: it is what a JSON client sent; b64data is binary data.
-            rpc_data: match (&self.data, self.b64data.as_deref()) {
+            rpc_data: match (self.data, self.b64data.as_deref()) {
                 (Some(raw), _) => RpcData::Json(raw.get().into()),
                 (None, Some(b64)) if !b64.is_empty() => RpcData::Base64(b64.into()),
                 _ => RpcData::Absent,
@@ -255,7 +258,9 @@ mod tests {
 
     #[test]
     fn rpc_data_prefers_json_and_payload_prefers_b64data() {
-        let parse = |s: &str| serde_json::from_str::<ProxyRequest>(s).expect("json");
+        fn parse(s: &str) -> ProxyRequest<'_> {
+            serde_json::from_str(s).expect("json")
+        }
         let p = parse(r#"{"b64data":"eyJ0b2tlbiI6InQifQ==","data":{"x":1}}"#);
         assert_eq!(
             p.payload().expect("ok").as_deref(),
