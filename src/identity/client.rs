@@ -82,45 +82,54 @@ impl IdentityClient {
             rpc.grpc.status_code = tracing::field::Empty,
             source = source.as_str(),
         );
-        async {
-            let mut request = tonic::Request::new(ValidateRequest {
-                ticket: call.ticket.to_owned(),
-                client_id: call.client_id.to_owned(),
-                transport: call.transport.to_owned(),
-            });
-            request
-                .metadata_mut()
-                .insert(GRPC_TIMEOUT, self.grpc_timeout.clone());
-            inject_trace_context(request.metadata_mut());
+        // Boxed: tonic's call is the largest future on the request path (over 2 KB), and
+        // every future that awaits it would otherwise carry it inline and be moved, bytes and
+        // all, at each level on the way up (HTTP handler, gRPC call set).
+        Box::pin(
+            async {
+                let mut request = tonic::Request::new(ValidateRequest {
+                    ticket: call.ticket.to_owned(),
+                    client_id: call.client_id.to_owned(),
+                    transport: call.transport.to_owned(),
+                });
+                request
+                    .metadata_mut()
+                    .insert(GRPC_TIMEOUT, self.grpc_timeout.clone());
+                inject_trace_context(request.metadata_mut());
 
-            let started = Instant::now();
-            let mut client = self.client.clone();
-            let result = match tokio::time::timeout(self.deadline, client.validate(request)).await {
-                // tonic also enforces the `grpc-timeout` it sends, and reports its own expiry as
-                // CANCELLED; whichever timer fires first, that CANCELLED is our deadline. Any
-                // other status stands, so an answer arriving at the deadline stays an answer.
-                Err(_) => Err(deadline_exceeded()),
-                Ok(Err(status))
-                    if status.code() == tonic::Code::Cancelled
-                        && started.elapsed() >= self.deadline =>
-                {
-                    Err(deadline_exceeded())
+                let started = Instant::now();
+                let mut client = self.client.clone();
+                let result =
+                    match tokio::time::timeout(self.deadline, client.validate(request)).await {
+                        // tonic also enforces the `grpc-timeout` it sends, and reports its own expiry as
+                        // CANCELLED; whichever timer fires first, that CANCELLED is our deadline. Any
+                        // other status stands, so an answer arriving at the deadline stays an answer.
+                        Err(_) => Err(deadline_exceeded()),
+                        Ok(Err(status))
+                            if status.code() == tonic::Code::Cancelled
+                                && started.elapsed() >= self.deadline =>
+                        {
+                            Err(deadline_exceeded())
+                        }
+                        Ok(result) => result.map(tonic::Response::into_inner),
+                    };
+                let code = code_label(&result);
+                self.metrics.observe_identity(
+                    code,
+                    source.as_str(),
+                    started.elapsed().as_secs_f64(),
+                );
+                tracing::Span::current().record("rpc.grpc.status_code", code);
+
+                let validation = Validation::from_response(result);
+                if let Validation::Unreachable(why) = &validation {
+                    // Transport details are safe to log; the ticket never is.
+                    tracing::debug!(reason = ?why, "identity-service unreachable");
                 }
-                Ok(result) => result.map(tonic::Response::into_inner),
-            };
-            let code = code_label(&result);
-            self.metrics
-                .observe_identity(code, source.as_str(), started.elapsed().as_secs_f64());
-            tracing::Span::current().record("rpc.grpc.status_code", code);
-
-            let validation = Validation::from_response(result);
-            if let Validation::Unreachable(why) = &validation {
-                // Transport details are safe to log; the ticket never is.
-                tracing::debug!(reason = ?why, "identity-service unreachable");
+                validation
             }
-            validation
-        }
-        .instrument(span)
+            .instrument(span),
+        )
         .await
     }
 }
