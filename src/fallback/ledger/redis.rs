@@ -29,6 +29,9 @@ use crate::redis_client::{RedisClient, Streak};
 const KEY_SUFFIX: &str = "fallback:used:";
 /// EXISTS per pipelined round trip when counting: small enough for one `REDIS_TIMEOUT_MS`.
 const COUNT_BATCH: usize = 256;
+/// Keys a `SCAN` call visits (a hint to Redis): small replies, each well inside one
+/// `REDIS_TIMEOUT_MS`.
+const SCAN_PAGE: usize = 1000;
 /// Pending claims written per backfill round.
 const BACKFILL_BATCH: usize = 256;
 /// Pause between backfill rounds while claims are pending.
@@ -274,8 +277,12 @@ impl RedisLedger {
         })
     }
 
-    /// Tickets of `set` consumed by any replica: the ones known, plus pipelined `EXISTS` for
-    /// the rest. Keys found are remembered, so each is asked about until found once.
+    /// Tickets of `set` consumed by any replica. Redis is asked about every ticket not yet
+    /// known consumed, in whichever way visits fewer keys: one pipelined `EXISTS` per such
+    /// ticket, or a `SCAN` of the ledger's own keys. A pool is usually far larger than what
+    /// has been consumed from it, so while Redis holds fewer keys than that (the usual case),
+    /// a recount costs the ledger's size, not the pool's: a million-ticket pool is not a
+    /// million `EXISTS` per replica on every reload tick. Keys found are remembered.
     pub async fn count_consumed(&self, set: &TicketSet) -> Result<usize, LedgerError> {
         let inner = &self.inner;
         let fail = |e: crate::redis_client::CallError| {
@@ -286,19 +293,30 @@ impl RedisLedger {
             tracing::debug!(error = %e, "cannot count consumed fallback tickets in Redis");
             LedgerError::Unavailable
         };
-        if set.is_empty() {
-            inner.client.ping().await.map_err(fail)?;
-            self.answered();
-            return Ok(0);
+        let unknown = set.len() - inner.known.count_in(set);
+        let keyspace: u64 = inner
+            .client
+            .call(|mut c| async move { redis::cmd("DBSIZE").query_async(&mut c).await })
+            .await
+            .map_err(fail)?;
+        match count_by(unknown, keyspace) {
+            CountBy::Exists => self.find_by_exists(set).await,
+            CountBy::Scan => self.find_by_scan(set).await,
         }
-        let mut consumed = 0;
+        .map_err(fail)?;
+        self.answered();
+        Ok(inner.known.count_in(set))
+    }
+
+    /// `EXISTS` for every ticket of `set` not known consumed, `COUNT_BATCH` per round trip.
+    async fn find_by_exists(&self, set: &TicketSet) -> Result<(), crate::redis_client::CallError> {
+        let inner = &self.inner;
         let mut chunk = Vec::with_capacity(COUNT_BATCH);
         let mut digests = set.iter().peekable();
         while digests.peek().is_some() {
             chunk.clear();
             chunk.extend(digests.by_ref().take(COUNT_BATCH));
             let unknown = inner.known.unknown(&chunk);
-            consumed += chunk.len() - unknown.len();
             if unknown.is_empty() {
                 continue;
             }
@@ -309,17 +327,47 @@ impl RedisLedger {
             let found: Vec<bool> = inner
                 .client
                 .call(|mut c| async move { pipe.query_async(&mut c).await })
-                .await
-                .map_err(fail)?;
+                .await?;
             for (d, exists) in unknown.iter().zip(found) {
                 if exists {
                     inner.known.insert(d);
-                    consumed += 1;
                 }
             }
         }
-        self.answered();
-        Ok(consumed)
+        Ok(())
+    }
+
+    /// `SCAN` over this service's consumed marks, `SCAN_PAGE` keys visited per round trip;
+    /// marks of tickets outside `set` (rotated out, not yet expired) are not remembered.
+    async fn find_by_scan(&self, set: &TicketSet) -> Result<(), crate::redis_client::CallError> {
+        let inner = &self.inner;
+        let prefix = inner.client.key(KEY_SUFFIX);
+        let pattern = format!("{}*", glob_escape(&prefix));
+        let mut cursor = 0u64;
+        loop {
+            let mut scan = redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_PAGE);
+            let (next, keys): (u64, Vec<Vec<u8>>) = inner
+                .client
+                .call(|mut c| async move { scan.query_async(&mut c).await })
+                .await?;
+            for key in keys {
+                let digest = key
+                    .strip_prefix(prefix.as_bytes())
+                    .and_then(TicketDigest::from_hex);
+                if let Some(digest) = digest.filter(|d| set.contains(d)) {
+                    inner.known.insert(&digest);
+                }
+            }
+            if next == 0 {
+                return Ok(());
+            }
+            cursor = next;
+        }
     }
 
     fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; 32]>> {
@@ -328,6 +376,37 @@ impl RedisLedger {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
+}
+
+/// How a recount finds consumed tickets in Redis.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CountBy {
+    /// One `EXISTS` per ticket not known consumed.
+    Exists,
+    /// A `SCAN` of the ledger's keys, which visits every key in the database.
+    Scan,
+}
+
+/// Whichever visits fewer keys: `unknown` tickets to ask about, or `keyspace` keys to scan.
+fn count_by(unknown: usize, keyspace: u64) -> CountBy {
+    if keyspace < u64::try_from(unknown).unwrap_or(u64::MAX) {
+        CountBy::Scan
+    } else {
+        CountBy::Exists
+    }
+}
+
+/// `text` as a Redis glob that matches only itself: `REDIS_KEY_PREFIX` may hold `*`, `?`,
+/// `[` or `\`.
+fn glob_escape(text: &str) -> String {
+    let mut glob = String::with_capacity(text.len() + 4);
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            glob.push('\\');
+        }
+        glob.push(c);
+    }
+    glob
 }
 
 #[cfg(test)]
@@ -461,6 +540,75 @@ mod tests {
             m.ledger_errors.with_label_values(&["redis", "claim"]).get(),
             1
         );
+    }
+
+    #[test]
+    fn picks_whichever_visits_fewer_keys() {
+        assert_eq!(count_by(1_000_000, 5_000), CountBy::Scan);
+        assert_eq!(count_by(600, 2_000_000), CountBy::Exists);
+        assert_eq!(count_by(0, 0), CountBy::Exists);
+        assert_eq!(count_by(10, 10), CountBy::Exists);
+    }
+
+    #[test]
+    fn a_glob_of_the_prefix_matches_only_itself() {
+        assert_eq!(glob_escape("realtime:"), "realtime:");
+        assert_eq!(glob_escape(r"a*b?c[d]e\f"), r"a\*b\?c\[d\]e\\f");
+    }
+
+    /// Both ways of asking find the same tickets, and `SCAN` only this prefix's: the prefix
+    /// holds glob characters, and a neighbour's keys would match it unescaped.
+    #[tokio::test]
+    async fn scan_and_exists_find_the_same_tickets() {
+        let prefix = format!("{}g*?[x]\\:", testing::unique_prefix("scan"));
+        let neighbour = prefix.replace("g*?[x]\\:", "gABx:");
+        let a = ledger(
+            testing::SHARED_URL,
+            &prefix,
+            OnUnavailable::Deny,
+            &metrics(),
+        );
+        let other = ledger(
+            testing::SHARED_URL,
+            &neighbour,
+            OnUnavailable::Deny,
+            &metrics(),
+        );
+        let tickets: Vec<TicketDigest> = (0..300)
+            .map(|n| TicketDigest::of(format!("s{n}").as_bytes()))
+            .collect();
+        let set = TicketSet::from_digests(tickets.iter().map(|d| *d.as_bytes()).collect());
+        for d in tickets.iter().step_by(3) {
+            assert_eq!(a.claim(d).await.expect("claim"), Claim::Won);
+        }
+        for d in tickets.iter().skip(1).step_by(3) {
+            assert_eq!(other.claim(d).await.expect("claim"), Claim::Won);
+        }
+        // A mark of a ticket outside the set (rotated out) is not counted.
+        a.claim(&TicketDigest::of(b"rotated-out"))
+            .await
+            .expect("claim");
+
+        let by_scan = ledger(
+            testing::SHARED_URL,
+            &prefix,
+            OnUnavailable::Deny,
+            &metrics(),
+        );
+        by_scan.find_by_scan(&set).await.expect("scan");
+        assert_eq!(by_scan.known().count_in(&set), 100);
+        assert_eq!(by_scan.known().len(), 100);
+        let by_exists = ledger(
+            testing::SHARED_URL,
+            &prefix,
+            OnUnavailable::Deny,
+            &metrics(),
+        );
+        by_exists.find_by_exists(&set).await.expect("exists");
+        assert_eq!(by_exists.known().count_in(&set), 100);
+        for d in tickets.iter().step_by(3) {
+            assert!(by_scan.known().contains(d) && by_exists.known().contains(d));
+        }
     }
 
     #[tokio::test]
