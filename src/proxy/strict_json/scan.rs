@@ -31,8 +31,9 @@ pub(super) fn clean(json: &[u8]) -> bool {
     }
 }
 
-/// How many bytes at the start of `bytes` are printable ASCII other than `"` and `\\`: the
-/// body of a plain string. Eight bytes at a time, as tokens and ids are long runs of them.
+/// How many bytes at the start of `bytes` are ASCII from the space up, other than the quote
+/// and the backslash: the body of a plain string. Eight bytes at a time, as tokens and ids
+/// are long runs of them.
 fn plain_run(bytes: &[u8]) -> usize {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
     const HIGH: u64 = u64::from_ne_bytes([0x80; 8]);
