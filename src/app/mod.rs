@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 use crate::policy::{ChannelPolicy, PolicyError};
 use crate::rpc::RpcClient;
 use crate::service::{self, ProxyService};
-use crate::transport::grpc::{self, GrpcLimits, GrpcProxy, GrpcServer};
+use crate::transport::grpc::{self, GrpcLimits, GrpcProxy, GrpcServer, Shards};
 use crate::transport::http::limits::{self, InflightLimit};
 use crate::transport::http::serve::{ServeLimits, ServeMetrics};
 use crate::transport::http::{auth::ProxyAuth, AppState, HttpState, Readiness};
@@ -156,13 +156,26 @@ impl Application {
                     Some(tls) => Some(grpc::tls_config(tls).map_err(ConfigErrors::from)?),
                     None => None,
                 };
-                let proxy = GrpcProxy::new(service.clone(), auth.clone(), inflight.clone());
                 let limits = GrpcLimits {
                     serve: serve_limits,
                     message_timeout: config.edge.body_read_timeout,
                     max_message_bytes: config.edge.max_body_bytes,
                 };
-                Some(GrpcServer::new(bind(addr).await?, proxy, tls, limits))
+                let (service, auth, inflight) = (service.clone(), auth.clone(), inflight.clone());
+                let (identity_config, identity_metrics) =
+                    (config.identity.clone(), metrics.clone());
+                let shards = Shards::start(grpc_shard_count(), move || {
+                    // Built once already above with the same configuration.
+                    let client = IdentityClient::new(&identity_config, identity_metrics.clone())
+                        .map_err(|e| format!("identity client: {e}"))?;
+                    Ok(GrpcProxy::new(
+                        service.with_identity_client(client),
+                        auth.clone(),
+                        inflight.clone(),
+                    ))
+                })
+                .map_err(|e| ConfigErrors::from(ConfigError::new("GRPC_PROXY_LISTEN_PORT", e)))?;
+                Some(GrpcServer::new(bind(addr).await?, shards, tls, limits))
             }
             None => None,
         };
@@ -260,4 +273,9 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartupError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| StartupError::Bind { addr, source })
+}
+
+/// One gRPC shard per core the process may use (what the main runtime sizes itself by).
+fn grpc_shard_count() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }

@@ -68,7 +68,7 @@ impl Application {
         });
         let grpc_server = grpc.map(|server| {
             if let Ok(addr) = server.local_addr() {
-                tracing::info!(%addr, "gRPC proxy listening");
+                tracing::info!(%addr, shards = server.shards(), "gRPC proxy listening");
             }
             let stop = stopped(stop_rx.clone());
             let task = tokio::spawn(server.run(stop));

@@ -15,7 +15,7 @@ use crate::clock::Clock;
 use crate::config::ConnectConfig;
 use crate::decide::context::{identity_context, ContextProblem};
 use crate::fallback::TicketPool;
-use crate::identity::Gateway;
+use crate::identity::{Gateway, IdentityClient};
 use crate::meta::ConnectionMeta;
 use crate::metrics::Metrics;
 use crate::policy::live::LivePolicy;
@@ -24,6 +24,7 @@ use crate::ratelimit::Limiter;
 use crate::rpc::RpcClient;
 
 /// Everything the use cases need, built once at startup.
+#[derive(Clone)]
 pub struct Parts {
     pub identity: Gateway,
     pub pool: TicketPool,
@@ -42,6 +43,14 @@ pub struct ProxyService(Arc<Parts>);
 impl ProxyService {
     pub fn new(parts: Parts) -> Self {
         Self(Arc::new(parts))
+    }
+
+    /// The same service with its own identity-service client (sharing the outage detector
+    /// and everything else): for a runtime whose calls should not wake another's tasks.
+    pub fn with_identity_client(&self, client: IdentityClient) -> Self {
+        let mut parts = (*self.0).clone();
+        parts.identity = Gateway::new(client, self.0.identity.detector().clone());
+        Self::new(parts)
     }
 
     pub fn identity(&self) -> &Gateway {

@@ -11,6 +11,7 @@
 
 pub mod proto;
 mod serve;
+pub mod shard;
 mod wire;
 
 use std::future::Future;
@@ -37,6 +38,7 @@ use crate::proxy::{ProxyKind, Reply, Transport::Grpc};
 use crate::service::ProxyService;
 use serve::{frame, Body};
 pub use serve::{parse_grpc_timeout, GrpcLimits};
+pub use shard::Shards;
 use wire::Envelope;
 
 /// The metadata key Centrifugo's `grpc.static_metadata` carries the secret in.
@@ -292,7 +294,7 @@ pub fn tls_config(tls: &GrpcTls) -> Result<TlsAcceptor, ConfigError> {
 /// A bound gRPC listener with its service, ready to run.
 pub struct GrpcServer {
     listener: TcpListener,
-    proxy: GrpcProxy,
+    shards: Shards<GrpcProxy>,
     tls: Option<TlsAcceptor>,
     limits: GrpcLimits,
 }
@@ -300,13 +302,13 @@ pub struct GrpcServer {
 impl GrpcServer {
     pub fn new(
         listener: TcpListener,
-        proxy: GrpcProxy,
+        shards: Shards<GrpcProxy>,
         tls: Option<TlsAcceptor>,
         limits: GrpcLimits,
     ) -> Self {
         Self {
             listener,
-            proxy,
+            shards,
             tls,
             limits,
         }
@@ -316,17 +318,15 @@ impl GrpcServer {
         self.listener.local_addr()
     }
 
+    /// The threads connections are served on.
+    pub fn shards(&self) -> usize {
+        self.shards.count()
+    }
+
     /// Serves until `stop` resolves, then stops accepting and finishes in-flight calls.
-    /// Dropping the future cuts the calls still running.
+    /// Dropping the future cuts the calls still running and stops the shards.
     pub async fn run(self, stop: impl Future<Output = ()>) {
-        serve::serve(
-            self.listener,
-            Arc::new(self.proxy),
-            self.tls,
-            self.limits,
-            stop,
-        )
-        .await;
+        serve::serve(self.listener, &self.shards, self.tls, self.limits, stop).await;
     }
 }
 

@@ -7,7 +7,9 @@
 //! across threads (about 3.7 futex calls and 2.3 reactor wake-ups per call, against 2.0 and
 //! 0.1 for an HTTP/1.1 call; docs/benchmarks.md). Here a connection's calls run inside the
 //! connection's own task, as an HTTP/1.1 connection's do: no lock traffic, no hand-off. The
-//! price is that one connection's calls share one core at a time.
+//! price is that one connection's calls share one core at a time. Each connection runs on a
+//! shard (`shard`): a thread of its own with its own identity-service client, so the calls'
+//! identity round trips do not wake another thread either.
 //!
 //! The loop also gives the listener the bounds the HTTP one has: a connection cap
 //! (`HTTP_MAX_CONNECTIONS`), a handshake deadline (`HTTP_HEADER_READ_TIMEOUT_MS`), an idle
@@ -37,6 +39,7 @@ use tonic::codegen::http::{
 use tonic::Status;
 
 use super::proto::centrifugo_proxy_server::SERVICE_NAME;
+use super::shard::Shards;
 use super::GrpcProxy;
 use crate::log_limit::LogLimit;
 use crate::transport::http::serve::ServeLimits;
@@ -72,7 +75,7 @@ pub enum Message {
 /// every connection and waits for their calls to finish. Dropping the future cuts them.
 pub async fn serve(
     listener: TcpListener,
-    proxy: Arc<GrpcProxy>,
+    shards: &Shards<GrpcProxy>,
     tls: Option<TlsAcceptor>,
     limits: GrpcLimits,
     stop: impl Future<Output = ()>,
@@ -98,13 +101,21 @@ pub async fn serve(
                         continue;
                     }
                     let _ = socket.set_nodelay(true);
-                    connections.spawn(connection(
-                        socket,
-                        proxy.clone(),
-                        tls.clone(),
-                        limits,
-                        stop_rx.clone(),
-                    ));
+                    // Moved to its shard's reactor: readiness then wakes that thread alone.
+                    let Ok(socket) = socket.into_std() else {
+                        continue;
+                    };
+                    let shard = shards.next();
+                    let (tls, stop) = (tls.clone(), stop_rx.clone());
+                    connections.spawn_on(
+                        async move {
+                            match TcpStream::from_std(socket) {
+                                Ok(socket) => connection(socket, shard.state, tls, limits, stop).await,
+                                Err(e) => tracing::debug!(error = %e, "gRPC connection not registered"),
+                            }
+                        },
+                        &shard.handle,
+                    );
                 }
                 Err(e) => {
                     if let Some(more) = accept_warn.admit(std::time::Instant::now()) {
