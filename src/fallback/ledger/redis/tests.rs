@@ -1,0 +1,208 @@
+//! The Redis ledger against a real Redis: the shared one, or a test's own to stop.
+
+use super::*;
+use crate::redis_client::testing::{self, OwnRedis};
+
+fn ledger(url: &str, prefix: &str, on: OnUnavailable, m: &FallbackMetrics) -> RedisLedger {
+    RedisLedger::new(
+        testing::client(url, prefix),
+        Duration::from_secs(86_400),
+        on,
+        m.clone(),
+    )
+}
+
+/// A replica on the shared Redis that denies while Redis is away.
+fn shared(prefix: &str) -> RedisLedger {
+    ledger(testing::SHARED_URL, prefix, OnUnavailable::Deny, &metrics())
+}
+
+/// `count` tickets named `<tag><n>`, and the set of them.
+fn numbered(tag: &str, count: usize) -> (Vec<TicketDigest>, TicketSet) {
+    let tickets: Vec<TicketDigest> = (0..count)
+        .map(|n| TicketDigest::of(format!("{tag}{n}").as_bytes()))
+        .collect();
+    let set = TicketSet::from_digests(tickets.iter().map(|d| *d.as_bytes()).collect());
+    (tickets, set)
+}
+
+fn metrics() -> FallbackMetrics {
+    FallbackMetrics::new(&prometheus::Registry::new())
+}
+
+/// Backfills until nothing is pending (the first calls after a restart may still meet
+/// the dead connection); returns (written, conflicts).
+async fn drain(ledger: &RedisLedger) -> (usize, usize) {
+    let (mut written, mut conflicts) = (0, 0);
+    for _ in 0..500 {
+        let r = ledger.backfill_once().await;
+        written += r.written;
+        conflicts += r.conflicts;
+        if r.pending == 0 {
+            return (written, conflicts);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("backfill never drained");
+}
+
+#[tokio::test]
+async fn keys_are_the_prefix_then_the_hex_digest() {
+    let l = ledger(testing::SHARED_URL, "pfx:", OnUnavailable::Deny, &metrics());
+    let digest = TicketDigest::of(b"ticket");
+    assert_eq!(
+        l.key(&digest),
+        format!("pfx:fallback:used:{}", hex::encode(digest.as_bytes()))
+    );
+}
+
+#[tokio::test]
+async fn local_claims_once_per_process_then_backfills_and_counts_a_conflict() {
+    let mut own = OwnRedis::start();
+    let prefix = testing::unique_prefix("partition");
+    let (ma, mb) = (metrics(), metrics());
+    let a = ledger(&own.url(), &prefix, OnUnavailable::Local, &ma);
+    let b = ledger(&own.url(), &prefix, OnUnavailable::Local, &mb);
+    let (shared, only_a) = (TicketDigest::of(b"shared"), TicketDigest::of(b"only-a"));
+    own.stop();
+    // Each replica accepts the ticket once; the second take in a replica is refused.
+    for replica in [&a, &b] {
+        assert_eq!(replica.claim(&shared).await.expect("local"), Claim::Won);
+        assert_eq!(
+            replica.claim(&shared).await.expect("local"),
+            Claim::AlreadyClaimed
+        );
+    }
+    assert_eq!(a.claim(&only_a).await.expect("local"), Claim::Won);
+    assert_eq!(ma.ledger_local_claims.get(), 2);
+    assert_eq!(a.pending(), 2);
+    assert!(!a.reachable());
+    assert_eq!(
+        a.backfill_once().await.pending,
+        2,
+        "still down: nothing written"
+    );
+
+    own.restart();
+    assert_eq!(drain(&a).await, (2, 0), "a was first");
+    assert_eq!(drain(&b).await, (0, 1), "b claimed it too");
+    assert_eq!(mb.ledger_conflicts.get(), 1);
+    assert_eq!(ma.ledger_conflicts.get(), 0);
+    // Both claims are in Redis now: a third replica refuses both tickets.
+    let c = ledger(&own.url(), &prefix, OnUnavailable::Local, &metrics());
+    assert_eq!(
+        c.claim(&shared).await.expect("claim"),
+        Claim::AlreadyClaimed
+    );
+    assert_eq!(
+        c.claim(&only_a).await.expect("claim"),
+        Claim::AlreadyClaimed
+    );
+    assert!(c.reachable());
+}
+
+#[tokio::test]
+async fn the_backfill_task_writes_pending_claims_once_redis_answers() {
+    let mut own = OwnRedis::start();
+    let prefix = testing::unique_prefix("backfill-task");
+    let a = ledger(&own.url(), &prefix, OnUnavailable::Local, &metrics());
+    let stop = CancellationToken::new();
+    let task = a.spawn_backfill(stop.clone());
+    own.stop();
+    let d = TicketDigest::of(b"t");
+    assert_eq!(a.claim(&d).await.expect("local"), Claim::Won);
+    own.restart();
+    let mut waited = 0;
+    while a.pending() > 0 {
+        assert!(waited < 1500, "backfill never drained");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waited += 1;
+    }
+    let other = ledger(&own.url(), &prefix, OnUnavailable::Local, &metrics());
+    assert_eq!(other.claim(&d).await.expect("claim"), Claim::AlreadyClaimed);
+    stop.cancel();
+    task.await.expect("task stops");
+}
+
+#[tokio::test]
+async fn deny_fails_closed() {
+    let mut own = OwnRedis::start();
+    let m = metrics();
+    let l = ledger(
+        &own.url(),
+        &testing::unique_prefix("deny"),
+        OnUnavailable::Deny,
+        &m,
+    );
+    own.stop();
+    let d = TicketDigest::of(b"t");
+    assert!(matches!(l.claim(&d).await, Err(LedgerError::Unavailable)));
+    assert_eq!(l.pending(), 0);
+    assert!(!l.known().contains(&d));
+    assert_eq!(
+        m.ledger_errors.with_label_values(&["redis", "claim"]).get(),
+        1
+    );
+}
+
+#[test]
+fn picks_whichever_visits_fewer_keys() {
+    assert_eq!(count_by(1_000_000, 5_000), CountBy::Scan);
+    assert_eq!(count_by(600, 2_000_000), CountBy::Exists);
+    assert_eq!(count_by(0, 0), CountBy::Exists);
+    assert_eq!(count_by(10, 10), CountBy::Exists);
+}
+
+#[test]
+fn a_glob_of_the_prefix_matches_only_itself() {
+    assert_eq!(glob_escape("realtime:"), "realtime:");
+    assert_eq!(glob_escape(r"a*b?c[d]e\f"), r"a\*b\?c\[d\]e\\f");
+}
+
+/// Both ways of asking find the same tickets, and `SCAN` only this prefix's: the prefix
+/// holds glob characters, and a neighbour's keys would match it unescaped.
+#[tokio::test]
+async fn scan_and_exists_find_the_same_tickets() {
+    let prefix = format!("{}g*?[x]\\:", testing::unique_prefix("scan"));
+    let neighbour = prefix.replace("g*?[x]\\:", "gABx:");
+    let (a, other) = (shared(&prefix), shared(&neighbour));
+    let (tickets, set) = numbered("s", 300);
+    for d in tickets.iter().step_by(3) {
+        assert_eq!(a.claim(d).await.expect("claim"), Claim::Won);
+    }
+    for d in tickets.iter().skip(1).step_by(3) {
+        assert_eq!(other.claim(d).await.expect("claim"), Claim::Won);
+    }
+    // A mark of a ticket outside the set (rotated out) is not counted.
+    a.claim(&TicketDigest::of(b"rotated-out"))
+        .await
+        .expect("claim");
+
+    let by_scan = shared(&prefix);
+    by_scan.find_by_scan(&set).await.expect("scan");
+    assert_eq!(by_scan.known().count_in(&set), 100);
+    assert_eq!(by_scan.known().len(), 100);
+    let by_exists = shared(&prefix);
+    by_exists.find_by_exists(&set).await.expect("exists");
+    assert_eq!(by_exists.known().count_in(&set), 100);
+    for d in tickets.iter().step_by(3) {
+        assert!(by_scan.known().contains(d) && by_exists.known().contains(d));
+    }
+}
+
+#[tokio::test]
+async fn count_sees_other_replicas_claims() {
+    let prefix = testing::unique_prefix("count");
+    let (a, b) = (shared(&prefix), shared(&prefix));
+    let (tickets, set) = numbered("t", 600);
+    for d in tickets.iter().step_by(3) {
+        assert_eq!(a.claim(d).await.expect("claim"), Claim::Won);
+    }
+    assert_eq!(b.count_consumed(&set).await.expect("count"), 200);
+    assert_eq!(b.known().len(), 200);
+    assert_eq!(a.count_consumed(&set).await.expect("count"), 200);
+    assert_eq!(
+        b.count_consumed(&TicketSet::default()).await.expect("ping"),
+        0
+    );
+}
