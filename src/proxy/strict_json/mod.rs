@@ -360,6 +360,14 @@ mod tests {
                 .prop_map(Value::from),
             "[a-z\\\\\"\u{e9}\u{1F600}]{0,8}".prop_map(Value::String),
         ];
+        nested(leaf)
+    }
+
+    /// Arrays and objects (up to 8 members, 4 deep) of `leaf` values; keys stay unique, as
+    /// serde_json's own `Map` keeps them.
+    pub(super) fn nested(
+        leaf: impl Strategy<Value = Value> + 'static,
+    ) -> impl Strategy<Value = Value> {
         leaf.prop_recursive(4, 64, 8, |inner| {
             prop_oneof![
                 prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),

@@ -95,10 +95,7 @@ impl<'a> Scan<'a> {
     }
 
     fn object(&mut self, depth: usize) -> Option<()> {
-        self.pos += 1;
-        self.whitespace();
-        if self.peek()? == b'}' {
-            self.pos += 1;
+        if self.open(b'}') {
             return Some(());
         }
         let start = self.held;
@@ -119,43 +116,48 @@ impl<'a> Scan<'a> {
             self.pos += 1;
             self.whitespace();
             self.value(depth)?;
-            self.whitespace();
-            match self.peek()? {
-                b',' => {
-                    self.pos += 1;
-                    self.whitespace();
-                }
-                b'}' => {
-                    self.pos += 1;
-                    self.held = start;
-                    return Some(());
-                }
-                _ => return None,
+            if self.closed(b'}')? {
+                self.held = start;
+                return Some(());
             }
         }
     }
 
     fn array(&mut self, depth: usize) -> Option<()> {
-        self.pos += 1;
-        self.whitespace();
-        if self.peek()? == b']' {
-            self.pos += 1;
+        if self.open(b']') {
             return Some(());
         }
         loop {
             self.value(depth)?;
-            self.whitespace();
-            match self.peek()? {
-                b',' => {
-                    self.pos += 1;
-                    self.whitespace();
-                }
-                b']' => {
-                    self.pos += 1;
-                    return Some(());
-                }
-                _ => return None,
+            if self.closed(b']')? {
+                return Some(());
             }
+        }
+    }
+
+    /// Steps over the opening bracket; true when `close` follows at once (an empty one).
+    fn open(&mut self, close: u8) -> bool {
+        self.pos += 1;
+        self.whitespace();
+        let empty = self.peek() == Some(close);
+        if empty {
+            self.pos += 1;
+        }
+        empty
+    }
+
+    /// After a member: true at `close`, false after a comma (more follows), `None` otherwise.
+    fn closed(&mut self, close: u8) -> Option<bool> {
+        self.whitespace();
+        let next = self.peek()?;
+        self.pos += 1;
+        if next == close {
+            Some(true)
+        } else if next == b',' {
+            self.whitespace();
+            Some(false)
+        } else {
+            None
         }
     }
 
@@ -329,13 +331,7 @@ mod tests {
                 .prop_map(|(n, d)| Value::from(f64::from(n) / f64::from(d))),
             "[a-z0-9 :._\u{e9}\u{1F600}-]{0,12}".prop_map(Value::String),
         ];
-        leaf.prop_recursive(4, 64, 8, |inner| {
-            prop_oneof![
-                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
-                prop::collection::btree_map("[a-z]{1,3}", inner, 0..8)
-                    .prop_map(|m| Value::Object(m.into_iter().collect())),
-            ]
-        })
+        super::super::tests::nested(leaf)
     }
 
     proptest! {
