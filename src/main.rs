@@ -18,6 +18,9 @@ commands:
   check-config  validate the environment and print the effective settings (secrets redacted)
   demo          run against an in-process fake identity-service and print signed curl commands
                 (on $LISTEN_HOST:$LISTEN_PORT, default 127.0.0.1:9730)
+  standin       run a stand-in identity-service with single-use tickets, a ticket-minting
+                HTTP side and the demo rpc backend, for trying the service next to Centrifugo
+                ($STANDIN_GRPC_LISTEN, default 127.0.0.1:50051; $STANDIN_HTTP_LISTEN, 50052)
   sign          print the X-Centrifugo-Proxy-Signature header for the body on stdin, signed
                 with $CENTRIFUGO_PROXY_SECRET, for calling the service by hand:
                   echo -n \"$BODY\" | realtime-service sign
@@ -39,6 +42,7 @@ fn main() -> ExitCode {
         "serve" => serve(),
         "check-config" => check_config(),
         "demo" => runtime().block_on(demo()),
+        "standin" => runtime().block_on(standin()),
         "sign" => sign(),
         "healthcheck" => healthcheck(),
         "-h" | "--help" | "help" => {
@@ -178,6 +182,28 @@ async fn demo() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("realtime-service demo: {e}");
+            ExitCode::from(EXIT_RUNTIME)
+        }
+    }
+}
+
+/// `standin`: the stand-in identity-service until SIGTERM or Ctrl-C.
+async fn standin() -> ExitCode {
+    use realtime_service::demo::standin;
+    let addresses = match standin::Addresses::from_env() {
+        Ok(addresses) => addresses,
+        Err(e) => {
+            eprintln!("realtime-service standin: configuration error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let stop = async {
+        shutdown_signal().await;
+    };
+    match standin::run(addresses, stop).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("realtime-service standin: {e}");
             ExitCode::from(EXIT_RUNTIME)
         }
     }

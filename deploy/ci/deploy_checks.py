@@ -634,7 +634,8 @@ def cmd_centrifugo_config(args: argparse.Namespace) -> None:
         elif kind == "connect":
             want = {
                 401: {"to_disconnect": {"code": 4401, "reason": "invalid ticket"}},
-                503: {"to_disconnect": {"code": 4503, "reason": "ticket validation temporarily unavailable"}},
+                503: {"to_error": {"code": 503, "message": "ticket validation temporarily unavailable",
+                                   "temporary": True}},
                 400: {"to_error": {"code": 107, "message": "bad request"}},
                 413: {"to_error": {"code": 107, "message": "bad request"}},
             }
@@ -950,7 +951,7 @@ def cmd_requests(args: argparse.Namespace) -> None:
                           "protocol": "json", "encoding": "json", "data": {"token": "ci-ticket-not-in-pool"},
                           "name": "js"}).encode()
     cases = [
-        ("connect, ticket, identity down", auth, 503, b"4503"),
+        ("connect, ticket, identity down", auth, 503, b'"temporary":true'),
         ("connect without the secret header", ct, 401, None),
         ("connect with a wrong secret", {**ct, SECRET_HEADER: "not-the-secret"}, 401, None),
     ]

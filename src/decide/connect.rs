@@ -222,8 +222,8 @@ fn invalid_ticket() -> Decision {
 fn unavailable(outcome: Outcome) -> Decision {
     Decision::new(
         outcome,
-        Reply::disconnect(
-            codes::DISCONNECT_UNAVAILABLE,
+        Reply::temporary_error(
+            codes::ERROR_UNAVAILABLE,
             "ticket validation temporarily unavailable",
         ),
     )

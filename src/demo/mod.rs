@@ -8,7 +8,9 @@
 //! blocking read of a terminal cannot be cancelled and the runtime would wait for it at
 //! shutdown.
 
+pub mod centrifugo;
 pub mod identity;
+pub mod standin;
 
 use std::io::{BufRead as _, Write as _};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -27,7 +29,7 @@ use crate::app::{shutdown_signal, Application};
 use crate::clock::Clock;
 use crate::config::{Config, Settings};
 use crate::identity::{proto, Gateway};
-use crate::transport::http::auth::{sign, SIGNATURE_HEADER};
+use crate::transport::http::auth::{sign, SECRET_HEADER, SIGNATURE_HEADER};
 
 const WINDOW_MS: u64 = 2000;
 const POOL_TICKETS: &[&str] = &["demo-pool-1", "demo-pool-2", "demo-pool-3"];
@@ -70,10 +72,11 @@ pub async fn run() -> Result<(), DemoError> {
     getrandom::fill(&mut secret).map_err(|e| format!("no randomness for the demo secret: {e}"))?;
     let secret = hex::encode(secret);
     let env = |var: &str, default: &str| std::env::var(var).unwrap_or_else(|_| default.into());
-    let settings = Settings::from_pairs([
+    let auth = DemoAuth::from_env(&env("CENTRIFUGO_PROXY_AUTH", "hmac"), secret.clone())?;
+    let mut pairs = vec![
         ("LISTEN_HOST", env("LISTEN_HOST", "127.0.0.1")),
         ("LISTEN_PORT", env("LISTEN_PORT", "9730")),
-        ("CENTRIFUGO_PROXY_AUTH", "hmac".into()),
+        ("CENTRIFUGO_PROXY_AUTH", auth.mode().into()),
         ("CENTRIFUGO_PROXY_SECRET", secret.clone()),
         ("IDENTITY_VALIDATE_GRPC_ADDRESS", fake.address()),
         ("IDENTITY_VALIDATE_DEADLINE_MS", "1000".into()),
@@ -83,7 +86,11 @@ pub async fn run() -> Result<(), DemoError> {
         ("FALLBACK_LOW_WATERMARK", "0".into()),
         ("RPC_ROUTES", format!("demo=http://{rpc_addr}/rpc")),
         ("SHUTDOWN_DRAIN_DELAY_MS", "0".into()),
-    ])?;
+    ];
+    if let Ok(port) = std::env::var("GRPC_PROXY_LISTEN_PORT") {
+        pairs.push(("GRPC_PROXY_LISTEN_PORT", port));
+    }
+    let settings = Settings::from_pairs(pairs)?;
     let config = Config::from_settings(&settings)?;
     let bound_ip = config.listen.http.ip();
     let app = Application::from_config(config, Clock::system()).await?;
@@ -93,11 +100,14 @@ pub async fn run() -> Result<(), DemoError> {
         SocketAddr::new(curl_host(bound_ip), bound.port())
     );
     let gateway = app.state().service.identity().clone();
+    let grpc = app
+        .grpc_port()
+        .map(|port| SocketAddr::new(curl_host(bound_ip), port));
     let server = tokio::spawn(app.run_until(shutdown_signal()));
 
     let signer = Signer {
         base: base.clone(),
-        secret: secret.clone(),
+        auth,
     };
     let session = match accepted_meta(&signer).await {
         Ok(meta) => meta,
@@ -113,6 +123,21 @@ pub async fn run() -> Result<(), DemoError> {
         fake.address()
     );
     print_commands(&signer, &session)?;
+    if let DemoAuth::StaticHeader(_) = signer.auth {
+        let proxies = match grpc {
+            Some(addr) => centrifugo::Proxies::Grpc(addr),
+            None => centrifugo::Proxies::Http(SocketAddr::new(curl_host(bound_ip), bound.port())),
+        };
+        let path = std::env::var_os("DEMO_CENTRIFUGO_CONFIG")
+            .map_or_else(|| dir.join("centrifugo.json"), std::path::PathBuf::from);
+        std::fs::write(&path, centrifugo::config(proxies)? + "\n")?;
+        print_centrifugo(&path, &secret)?;
+    } else {
+        println!(
+            "# Stock Centrifugo cannot sign: start the demo with CENTRIFUGO_PROXY_AUTH=static_header\n\
+             # to get a Centrifugo config that calls it (GRPC_PROXY_LISTEN_PORT=9731 for gRPC).\n"
+        );
+    }
 
     let lines = stdin_lines();
     let toggler = tokio::spawn(toggle_identity(lines, fake.clone(), gateway));
@@ -133,25 +158,73 @@ fn curl_host(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Signs bodies the way Centrifugo behind a signing proxy would, and prints them as curls.
+/// How the demo's callers authenticate: `hmac` (a signing proxy in front of Centrifugo) or
+/// `static_header` (what stock Centrifugo sends).
+enum DemoAuth {
+    Hmac(String),
+    StaticHeader(String),
+}
+
+impl DemoAuth {
+    fn from_env(mode: &str, secret: String) -> Result<Self, DemoError> {
+        match mode {
+            "hmac" => Ok(Self::Hmac(secret)),
+            "static_header" => Ok(Self::StaticHeader(secret)),
+            other => Err(format!(
+                "CENTRIFUGO_PROXY_AUTH={other:?}: the demo runs with hmac or static_header"
+            )
+            .into()),
+        }
+    }
+
+    fn mode(&self) -> &'static str {
+        match self {
+            Self::Hmac(_) => "hmac",
+            Self::StaticHeader(_) => "static_header",
+        }
+    }
+
+    /// The header (name, value) that authenticates `body`.
+    fn header(&self, body: &str) -> (&'static str, String) {
+        match self {
+            Self::Hmac(secret) => (SIGNATURE_HEADER, sign(secret.as_bytes(), body.as_bytes())),
+            Self::StaticHeader(secret) => (SECRET_HEADER, secret.clone()),
+        }
+    }
+}
+
+/// Authenticates bodies the way Centrifugo would, and prints them as curls.
 struct Signer {
     base: String,
-    secret: String,
+    auth: DemoAuth,
 }
 
 impl Signer {
-    fn signature(&self, body: &str) -> String {
-        sign(self.secret.as_bytes(), body.as_bytes())
-    }
-
     fn curl(&self, proxy: &str, body: &str) -> String {
+        let (name, value) = self.auth.header(body);
         format!(
-            "curl -sS -w ' -> HTTP %{{http_code}}\\n' -X POST {}/centrifugo/{proxy} -H 'Content-Type: application/json' -H '{SIGNATURE_HEADER}: {}' --data {}",
+            "curl -sS -w ' -> HTTP %{{http_code}}\\n' -X POST {}/centrifugo/{proxy} -H 'Content-Type: application/json' -H '{name}: {value}' --data {}",
             self.base,
-            self.signature(body),
             shell_quote(body)
         )
     }
+}
+
+/// How to start Centrifugo against this demo, and a client to try it with.
+fn print_centrifugo(path: &std::path::Path, secret: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "# Stock Centrifugo v6 against this demo (config written to {path}):\n\
+         CENTRIFUGO_VAR_PROXY_SECRET={secret} centrifugo -c {path}\n\n\
+         # Then connect with the JavaScript SDK (npm install centrifuge ws), a fresh ticket per attempt:\n\
+         #   const c = new Centrifuge('ws://127.0.0.1:8000/connection/websocket', {{ websocket: WebSocket,\n\
+         #     getData: async () => ({{ token: '{reusable}' }}) }});\n\
+         #   c.on('connected', ctx => console.log('connected as', ctx.client)); c.connect();\n",
+        path = path.display(),
+        reusable = standin::REUSABLE_TICKET,
+    )?;
+    out.flush()
 }
 
 /// One argument for a POSIX shell, whatever it contains.
@@ -199,10 +272,11 @@ async fn accepted_meta(signer: &Signer) -> Result<Session, DemoError> {
         .no_proxy()
         .build()?;
     let body = connect_body("demo-ticket-ok");
+    let (name, value) = signer.auth.header(&body);
     let response = client
         .post(format!("{}/centrifugo/connect", signer.base))
         .header(header::CONTENT_TYPE.as_str(), "application/json")
-        .header(SIGNATURE_HEADER, signer.signature(&body))
+        .header(name, value)
         .body(body)
         .send()
         .await?;
@@ -393,7 +467,8 @@ async fn start_echo_backend() -> std::io::Result<(SocketAddr, JoinHandle<()>)> {
     Ok((addr, task))
 }
 
-async fn echo(body: Bytes) -> axum::response::Response {
+/// The handler of the demo's rpc backend (also served by `standin`).
+pub(crate) async fn echo(body: Bytes) -> axum::response::Response {
     let json = |status: StatusCode, body: Value| {
         (
             status,

@@ -94,8 +94,9 @@ pub mod codes {
     pub const DISCONNECT_INVALID_TICKET: u32 = 4401;
     /// A degraded session tried something sensitive: reconnect (normally once identity is back).
     pub const DISCONNECT_DEGRADED: u32 = 4403;
-    /// Ticket validation is unavailable: terminal, the app decides when to try again.
-    pub const DISCONNECT_UNAVAILABLE: u32 = 4503;
+    /// Ticket validation is unavailable: a temporary error, so SDKs retry the connect with
+    /// backoff (calling the app's connect-data callback again for a fresh ticket).
+    pub const ERROR_UNAVAILABLE: u32 = 503;
     /// Centrifugo's "internal server error": temporary, SDKs retry.
     pub const ERROR_INTERNAL: u32 = 100;
     /// Centrifugo's "bad request".

@@ -1,6 +1,6 @@
 //! The edge under abuse (issue 9 §1), in process: slow heads and bodies closed by their
 //! timeouts, ambiguous JSON refused on every route and both transports, identity-service
-//! dropping a call mid-way answered 4503, and `PROXY_MAX_INFLIGHT` answering 111 at once.
+//! dropping a call mid-way answered the temporary 503, and `PROXY_MAX_INFLIGHT` answering 111 at once.
 //!
 //! The abuse that needs a process of its own (memory, open files, SIGTERM) is in
 //! `abuse_process.rs`.
@@ -269,7 +269,7 @@ async fn an_overflowing_number_is_refused_alike_on_connect_and_publish() {
 }
 
 #[tokio::test]
-async fn identity_stopping_mid_call_answers_4503_and_counts_as_a_failure() {
+async fn identity_stopping_mid_call_answers_a_temporary_503_and_counts_as_a_failure() {
     let app = spawn_app_with(|c| {
         // Longer than the stall is allowed to last: only the drop ends the call.
         c.set("IDENTITY_VALIDATE_DEADLINE_MS", "10000")
@@ -313,7 +313,7 @@ async fn identity_stopping_mid_call_answers_4503_and_counts_as_a_failure() {
 }
 
 #[tokio::test]
-async fn cancelled_from_identity_is_4503_and_counted_never_500() {
+async fn cancelled_from_identity_is_a_temporary_503_and_counted_never_500() {
     let app = spawn_app_with(|c| {
         c.set("IDENTITY_PROBE_INTERVAL_MS", NO_PROBE);
     })

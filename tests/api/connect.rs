@@ -321,7 +321,7 @@ async fn ticket_refusal_codes_answer_invalid_ticket() {
 }
 
 #[tokio::test]
-async fn identity_error_branch_answers_4503_with_503() {
+async fn identity_error_branch_answers_a_temporary_503_with_503() {
     let app = spawn_app().await;
     app.identity
         .add_ticket("conn-err-1", Scripted::error(13, "database is down"));
@@ -337,7 +337,7 @@ async fn identity_error_branch_answers_4503_with_503() {
 }
 
 #[tokio::test]
-async fn unavailable_deadline_exceeded_and_cancelled_answer_4503_before_the_window() {
+async fn unavailable_deadline_exceeded_and_cancelled_answer_a_temporary_503_before_the_window() {
     let app = spawn_app().await;
     app.identity
         .add_ticket("conn-unav-1", Scripted::Status(Code::Unavailable));
@@ -364,7 +364,7 @@ async fn unavailable_deadline_exceeded_and_cancelled_answer_4503_before_the_wind
 }
 
 #[tokio::test]
-async fn a_stall_past_the_deadline_answers_4503_at_the_deadline() {
+async fn a_stall_past_the_deadline_answers_a_temporary_503_at_the_deadline() {
     let app = spawn_app().await;
     app.identity
         .add_ticket("conn-stall-1", Scripted::success("u-stall"));

@@ -227,7 +227,7 @@ async fn refusals_and_failures_answer_as_over_http() {
 }
 
 #[tokio::test]
-async fn an_unreachable_identity_service_is_4503_before_the_window() {
+async fn an_unreachable_identity_service_is_a_temporary_503_before_the_window() {
     let app = spawn_app().await;
     app.identity.stop();
     for i in 0..3 {

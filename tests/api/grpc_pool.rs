@@ -94,7 +94,7 @@ async fn race(app: &Arc<TestApp>, ticket: &str, grpc: usize, http: usize) -> Vec
     answers
 }
 
-/// Exactly one answer admits the pool ticket's user; every other one is the 4503 miss.
+/// Exactly one answer admits the pool ticket's user; every other one is the temporary 503 miss.
 #[track_caller]
 fn assert_one_success(answers: &[Value], ticket: &str) {
     let (admitted, refused): (Vec<&Value>, Vec<&Value>) = answers

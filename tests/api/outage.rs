@@ -359,7 +359,7 @@ async fn probes_send_an_empty_ticket() {
 }
 
 #[tokio::test]
-async fn a_black_holed_identity_answers_4503_within_the_deadline() {
+async fn a_black_holed_identity_answers_a_temporary_503_within_the_deadline() {
     let app = spawn_app_with(|_| {}).await;
     app.identity
         .add_ticket("out-bh-1", Scripted::success("u-bh"));

@@ -173,7 +173,7 @@ impl Service {
         (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 
-    /// A connect with `ticket`: its HTTP status (200 accepted, 503 the 4503 disconnect).
+    /// A connect with `ticket`: its HTTP status (200 accepted, 503 the temporary error).
     pub async fn connect(&self, ticket: &str) -> u16 {
         self.post_signed("connect", &connect_body(ticket)).await.0
     }

@@ -189,7 +189,7 @@ pub async fn open_outage(app: &TestApp, probe_ticket: &str) {
     app.identity.fail_with(tonic::Code::Unavailable);
     app.connect(probe_ticket).await.assert(
         503,
-        json!({"disconnect":{"code":4503,"reason":"ticket validation temporarily unavailable"}}),
+        json!({"error":{"code":503,"message":"ticket validation temporarily unavailable","temporary":true}}),
     );
     app.pass_window();
 }

@@ -8,7 +8,7 @@ pub fn invalid_ticket() -> Value {
 }
 
 pub fn unavailable() -> Value {
-    json!({"disconnect":{"code":4503,"reason":"ticket validation temporarily unavailable"}})
+    json!({"error":{"code":503,"message":"ticket validation temporarily unavailable","temporary":true}})
 }
 
 pub fn unauthorized() -> Value {

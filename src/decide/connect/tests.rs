@@ -201,7 +201,7 @@ fn refusals_and_errors() {
                 message: "db".into(),
             },
             Outcome::IdentityError,
-            r#"{"disconnect":{"code":4503,"reason":"ticket validation temporarily unavailable"}}"#,
+            r#"{"error":{"code":503,"message":"ticket validation temporarily unavailable","temporary":true}}"#,
         ),
         (
             Validation::Internal("x"),
@@ -264,7 +264,7 @@ fn pool_hit_miss_and_reuse() {
         assert_eq!(d.outcome, outcome);
         assert_eq!(
             text(&d),
-            r#"{"disconnect":{"code":4503,"reason":"ticket validation temporarily unavailable"}}"#
+            r#"{"error":{"code":503,"message":"ticket validation temporarily unavailable","temporary":true}}"#
         );
     }
 }

@@ -1,0 +1,3 @@
+import { defineSuite } from './lib/suite.mjs';
+
+defineSuite('http');
