@@ -11,10 +11,29 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { sdkClient } from './client.mjs';
 import { runDir, stopAll, waitFor } from './procs.mjs';
 import {
-  Centrifugo, Service, Standin, VARIANTS, centrifugoConfig, checkconfig, secret, shippedConfig,
+  Centrifugo, Service, Standin, VARIANTS, centrifugoConfig, checkconfig, repo, secret, shippedConfig,
 } from './topology.mjs';
 
 const POOL_SIZE = 40;
+
+/**
+ * What the suite sets beyond the topology's defaults: short deadlines and windows so outages
+ * are quick to reach, small limits (tests/e2e/policy.toml, a publish burst of 3), the info
+ * fields a client may see, and a short drain for the restart scenario.
+ */
+const SUITE_ENV = {
+  IDENTITY_VALIDATE_DEADLINE_MS: '1000',
+  IDENTITY_PROBE_INTERVAL_MS: '200',
+  FALLBACK_DEGRADED_WINDOW_MS: '1000',
+  FALLBACK_CONNECT_TTL_S: '60',
+  CHANNEL_POLICY_PATH: path.join(repo, 'tests/e2e/policy.toml'),
+  PUBLISH_RATE_PER_SECOND: '1',
+  PUBLISH_BURST: '3',
+  CONNECT_INFO_FIELDS: 'user,family_id',
+  SHUTDOWN_DRAIN_DELAY_MS: '500',
+  SHUTDOWN_TIMEOUT_MS: '5000',
+  LOG_FORMAT: 'json',
+};
 
 export function defineSuite(variant) {
   const transport = VARIANTS[variant].shipped;
@@ -39,7 +58,7 @@ export function defineSuite(variant) {
       const pool = path.join(runDir, `pool-${variant}`);
       writeFileSync(pool, poolTickets.join('\n') + '\n');
       standin = await Standin.start(`standin-${variant}`);
-      service = await Service.start({ name: `service-${variant}`, standin, pool, secret: proxySecret });
+      service = await Service.start({ name: `service-${variant}`, standin, pool, secret: proxySecret, env: SUITE_ENV });
       centrifugo = await Centrifugo.start({ name: `centrifugo-${variant}`, variant, service, secret: proxySecret });
     });
 

@@ -90,9 +90,9 @@ export async function checkconfig(file, env) {
 
 /** The stand-in identity-service, with its HTTP side as methods. */
 export class Standin {
-  static async start(name = 'standin') {
-    const grpc = await freePort();
-    const http = await freePort();
+  static async start(name = 'standin', { grpc, http } = {}) {
+    grpc ??= await freePort();
+    http ??= await freePort();
     const proc = new Proc(name, serviceBinary(), ['standin'], {
       STANDIN_GRPC_LISTEN: `${LOOPBACK}:${grpc}`,
       STANDIN_HTTP_LISTEN: `${LOOPBACK}:${http}`,
@@ -137,8 +137,12 @@ export class Standin {
 
 /** This service, `serve`, on fixed ports so a restart comes back where Centrifugo looks. */
 export class Service {
-  static async start({ name = 'service', standin, pool, secret, env = {} }) {
-    const ports = { http: await freePort(), grpc: await freePort() };
+  /**
+   * `ports` ({http, grpc}) default to free ones; `env` overrides the defaults below, which are
+   * the product's own except for what a loopback topology needs.
+   */
+  static async start({ name = 'service', standin, pool, secret, ports, env = {} }) {
+    ports ??= { http: await freePort(), grpc: await freePort() };
     const service = new Service(name, ports, {
       LISTEN_HOST: LOOPBACK,
       LISTEN_PORT: String(ports.http),
@@ -146,20 +150,9 @@ export class Service {
       CENTRIFUGO_PROXY_AUTH: 'static_header',
       CENTRIFUGO_PROXY_SECRET: secret,
       IDENTITY_VALIDATE_GRPC_ADDRESS: standin.grpcAddress,
-      IDENTITY_VALIDATE_DEADLINE_MS: '1000',
-      IDENTITY_PROBE_INTERVAL_MS: '200',
       FALLBACK_TICKETS_PATH: pool,
-      FALLBACK_DEGRADED_WINDOW_MS: '1000',
       FALLBACK_LOW_WATERMARK: '0',
-      FALLBACK_CONNECT_TTL_S: '60',
       RPC_ROUTES: `demo=${standin.rpcUrl}`,
-      CHANNEL_POLICY_PATH: path.join(repo, 'tests/e2e/policy.toml'),
-      PUBLISH_RATE_PER_SECOND: '1',
-      PUBLISH_BURST: '3',
-      CONNECT_INFO_FIELDS: 'user,family_id',
-      SHUTDOWN_DRAIN_DELAY_MS: '500',
-      SHUTDOWN_TIMEOUT_MS: '5000',
-      LOG_FORMAT: 'json',
       ...env,
     });
     await service.start();
@@ -204,9 +197,9 @@ export class Service {
 
 /** Centrifugo v6.9.1 with the overlay of a shipped config. */
 export class Centrifugo {
-  static async start({ name = 'centrifugo', variant, service, secret }) {
-    const port = await freePort();
-    const internalPort = await freePort();
+  static async start({ name = 'centrifugo', variant, service, secret, port, internalPort }) {
+    port ??= await freePort();
+    internalPort ??= await freePort();
     const config = centrifugoConfig(variant, { service: service.ports, port, internalPort });
     const file = path.join(runDir, `${name}.json`);
     writeFileSync(file, JSON.stringify(config, null, 2));
