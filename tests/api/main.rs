@@ -12,6 +12,7 @@ mod demo;
 mod docs;
 mod fake_identity;
 mod grpc_auth;
+mod grpc_cancel;
 mod grpc_compression;
 mod grpc_connect;
 mod grpc_edge;

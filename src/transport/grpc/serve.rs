@@ -246,7 +246,7 @@ async fn serve_connection<T>(
 async fn call(
     proxy: &GrpcProxy,
     request: Request<RecvStream>,
-    respond: SendResponse<Bytes>,
+    mut respond: SendResponse<Bytes>,
     limits: GrpcLimits,
 ) {
     let (parts, body) = request.into_parts();
@@ -271,9 +271,19 @@ async fn call(
         encoding: Encoding::of(parts.headers.get(GRPC_ENCODING)),
         limits,
     };
-    let answer = timeout(deadline, proxy.dispatch(method, parts.headers, &mut body))
-        .await
-        .unwrap_or_else(|_| Err(Status::deadline_exceeded("the call's deadline expired")));
+    let work = timeout(deadline, proxy.dispatch(method, parts.headers, &mut body));
+    // A stream the client resets (RST_STREAM: Centrifugo's client gave up, or its deadline
+    // passed) drops the call at once: its identity-service call is cancelled too and its
+    // in-flight slot freed, instead of running to an answer nobody reads.
+    let reset = std::future::poll_fn(|cx| respond.poll_reset(cx));
+    let answer = tokio::select! {
+        answer = work => answer
+            .unwrap_or_else(|_| Err(Status::deadline_exceeded("the call's deadline expired"))),
+        reason = reset => {
+            tracing::debug!(reason = ?reason.ok(), "gRPC call cancelled by the client");
+            return;
+        }
+    };
     send(respond, answer);
 }
 
