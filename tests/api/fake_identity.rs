@@ -98,7 +98,23 @@ struct Shared {
     tickets: Mutex<HashMap<String, Scripted>>,
     mode: Mutex<Option<Mode>>,
     calls: AtomicUsize,
+    /// Stalled calls dropped before their answer: the caller reset the stream.
+    cancelled: AtomicUsize,
     seen: Mutex<Vec<SeenCall>>,
+}
+
+/// Counts a stalled call as cancelled unless it is disarmed after the stall.
+struct UnlessAnswered<'a> {
+    cancelled: &'a AtomicUsize,
+    armed: bool,
+}
+
+impl Drop for UnlessAnswered<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.cancelled.fetch_add(1, Ordering::SeqCst);
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -197,6 +213,11 @@ impl FakeIdentity {
         self.shared.calls.load(Ordering::SeqCst)
     }
 
+    /// Stalled calls whose caller went away before the answer.
+    pub fn cancelled(&self) -> usize {
+        self.shared.cancelled.load(Ordering::SeqCst)
+    }
+
     /// Calls received, oldest first.
     pub fn seen(&self) -> Vec<SeenCall> {
         lock(&self.shared.seen).clone()
@@ -255,7 +276,12 @@ impl Answers for Service {
         // Consume first: a server that hangs after this has still used the ticket up.
         let scripted = lock(&shared.tickets).remove(&call.ticket);
         if let Mode::Stall(by) = mode {
+            let mut guard = UnlessAnswered {
+                cancelled: &shared.cancelled,
+                armed: true,
+            };
             tokio::time::sleep(by).await;
+            guard.armed = false;
         }
         match scripted {
             Some(Scripted::Answer(answer)) => Ok(Response::new(answer)),

@@ -9,6 +9,7 @@
 //! Authentication is the shared secret in `x-centrifugo-proxy-secret` metadata (Centrifugo's
 //! `grpc.static_metadata`), in every mode but `none`: nobody signs a protobuf body.
 
+mod message;
 pub mod proto;
 mod serve;
 pub mod shard;
@@ -36,7 +37,8 @@ use crate::config::{ConfigError, GrpcTls};
 use crate::metrics::Metrics;
 use crate::proxy::{ProxyKind, Reply, Transport::Grpc};
 use crate::service::ProxyService;
-use serve::{frame, Body};
+use message::frame;
+use serve::Body;
 pub use serve::{parse_grpc_timeout, GrpcLimits};
 pub use shard::Shards;
 use wire::Envelope;
@@ -203,9 +205,9 @@ impl GrpcProxy {
                 ));
             };
             let message = match body.message().await? {
-                serve::Message::Bytes(bytes) => bytes,
-                serve::Message::TooLarge => {
-                    tracing::warn!("proxy call refused: message larger than PROXY_MAX_BODY_BYTES");
+                message::Message::Bytes(bytes) => bytes,
+                message::Message::TooLarge => {
+                    tracing::warn!("proxy call refused: message larger than PROXY_MAX_BODY_BYTES (as sent or decompressed)");
                     return Ok(wire::encode(Reply::<Resp::Result>::bad_request(), |r| r));
                 }
             };

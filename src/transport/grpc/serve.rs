@@ -14,8 +14,8 @@
 //! The loop also gives the listener the bounds the HTTP one has: a connection cap
 //! (`HTTP_MAX_CONNECTIONS`), a handshake deadline (`HTTP_HEADER_READ_TIMEOUT_MS`), an idle
 //! timeout (`HTTP_IDLE_TIMEOUT_MS`), a deadline for a request message
-//! (`HTTP_BODY_READ_TIMEOUT_MS`), and a message never buffered past `PROXY_MAX_BODY_BYTES`
-//! (a larger one is answered 107 whatever its size). On shutdown it stops accepting and sends
+//! (`HTTP_BODY_READ_TIMEOUT_MS`), and a message never buffered or decompressed past
+//! `PROXY_MAX_BODY_BYTES` (a larger one is answered 107 whatever its size; `message`). On shutdown it stops accepting and sends
 //! GOAWAY; calls in flight finish.
 
 use std::future::Future;
@@ -23,7 +23,7 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use h2::server::SendResponse;
 use h2::RecvStream;
@@ -38,6 +38,7 @@ use tonic::codegen::http::{
 };
 use tonic::Status;
 
+use super::message::{self, Encoding, Message, ACCEPTED_ENCODINGS};
 use super::proto::centrifugo_proxy_server::SERVICE_NAME;
 use super::shard::Shards;
 use super::GrpcProxy;
@@ -46,6 +47,8 @@ use crate::transport::http::serve::ServeLimits;
 
 /// Named once: a name given as a string is parsed and checked on every insert.
 const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const GRPC_ENCODING: HeaderName = HeaderName::from_static("grpc-encoding");
+const GRPC_ACCEPT_ENCODING: HeaderName = HeaderName::from_static("grpc-accept-encoding");
 /// Streams one connection may have open at once (Centrifugo's calls in flight).
 const MAX_STREAMS: u32 = 256;
 /// The deadline of a call that carries no `grpc-timeout` (Centrifugo always sends one).
@@ -62,13 +65,6 @@ pub struct GrpcLimits {
     pub message_timeout: Duration,
     /// `PROXY_MAX_BODY_BYTES`: the largest request message served.
     pub max_message_bytes: usize,
-}
-
-/// A request message, or why there is none.
-pub enum Message {
-    Bytes(Bytes),
-    /// Declared or sent larger than `PROXY_MAX_BODY_BYTES`: answered 107, never buffered.
-    TooLarge,
 }
 
 /// Serves `proxy` on `listener` until `stop` resolves, then stops accepting, sends GOAWAY on
@@ -250,7 +246,7 @@ async fn serve_connection<T>(
 async fn call(
     proxy: &GrpcProxy,
     request: Request<RecvStream>,
-    respond: SendResponse<Bytes>,
+    mut respond: SendResponse<Bytes>,
     limits: GrpcLimits,
 ) {
     let (parts, body) = request.into_parts();
@@ -272,28 +268,41 @@ async fn call(
         .unwrap_or(DEFAULT_CALL_TIMEOUT);
     let mut body = Body {
         stream: body,
+        encoding: Encoding::of(parts.headers.get(GRPC_ENCODING)),
         limits,
     };
-    let answer = timeout(deadline, proxy.dispatch(method, parts.headers, &mut body))
-        .await
-        .unwrap_or_else(|_| Err(Status::deadline_exceeded("the call's deadline expired")));
+    let work = timeout(deadline, proxy.dispatch(method, parts.headers, &mut body));
+    // A stream the client resets (RST_STREAM: Centrifugo's client gave up, or its deadline
+    // passed) drops the call at once: its identity-service call is cancelled too and its
+    // in-flight slot freed, instead of running to an answer nobody reads.
+    let reset = std::future::poll_fn(|cx| respond.poll_reset(cx));
+    let answer = tokio::select! {
+        answer = work => answer
+            .unwrap_or_else(|_| Err(Status::deadline_exceeded("the call's deadline expired"))),
+        reason = reset => {
+            tracing::debug!(reason = ?reason.ok(), "gRPC call cancelled by the client");
+            return;
+        }
+    };
     send(respond, answer);
 }
 
 /// A call's request stream, read on demand (after authentication and the in-flight bound).
 pub struct Body {
     stream: RecvStream,
+    /// `grpc-encoding`: how a message with the compressed flag is to be decoded.
+    encoding: Encoding,
     limits: GrpcLimits,
 }
 
 impl Body {
-    /// The one request message, within `HTTP_BODY_READ_TIMEOUT_MS`, buffered only up to
-    /// `PROXY_MAX_BODY_BYTES`.
+    /// The one request message, within `HTTP_BODY_READ_TIMEOUT_MS`, buffered and (if
+    /// compressed) decompressed only up to `PROXY_MAX_BODY_BYTES`.
     pub async fn message(&mut self) -> Result<Message, Status> {
         let max = self.limits.max_message_bytes;
         match timeout(
             self.limits.message_timeout,
-            read_message(&mut self.stream, max),
+            message::read(&mut self.stream, &self.encoding, max),
         )
         .await
         {
@@ -303,59 +312,6 @@ impl Body {
             )),
         }
     }
-}
-
-async fn read_message(stream: &mut RecvStream, max: usize) -> Result<Message, Status> {
-    let mut buf = BytesMut::new();
-    let mut too_large = false;
-    while let Some(chunk) = stream.data().await {
-        let chunk = chunk.map_err(|e| Status::cancelled(format!("request stream: {e}")))?;
-        let _ = stream.flow_control().release_capacity(chunk.len());
-        if too_large {
-            // Drained and dropped, so the client gets its answer after sending everything.
-            continue;
-        }
-        buf.extend_from_slice(&chunk);
-        if let Some(len) = declared_len(&buf) {
-            if len > max || buf.len() > 5 + max {
-                too_large = true;
-                buf = BytesMut::new();
-            }
-        }
-    }
-    if too_large {
-        return Ok(Message::TooLarge);
-    }
-    let Some(len) = declared_len(&buf) else {
-        return Err(Status::internal("missing request message"));
-    };
-    if buf[0] != 0 {
-        return Err(Status::unimplemented(
-            "compressed messages are not supported: send grpc-encoding identity",
-        ));
-    }
-    if buf.len() != 5 + len {
-        return Err(Status::internal("expected exactly one request message"));
-    }
-    buf.advance(5);
-    Ok(Message::Bytes(buf.freeze()))
-}
-
-/// The length in a message's 5-byte prefix (compression flag, big-endian length).
-fn declared_len(buf: &[u8]) -> Option<usize> {
-    let prefix: [u8; 4] = buf.get(1..5)?.try_into().ok()?;
-    usize::try_from(u32::from_be_bytes(prefix)).ok()
-}
-
-/// A protobuf message with its 5-byte prefix, as a gRPC DATA payload.
-pub fn frame(message: &impl prost::Message) -> Bytes {
-    let len = message.encoded_len();
-    let mut buf = BytesMut::with_capacity(5 + len);
-    buf.put_u8(0);
-    buf.put_u32(u32::try_from(len).unwrap_or(u32::MAX));
-    // Encoding into a buffer with the room the message asked for cannot fail.
-    let _ = message.encode(&mut buf);
-    buf.freeze()
 }
 
 /// `/<package>.CentrifugoProxy/<method>` -> the method; anything else -> "" (not served).
@@ -389,6 +345,11 @@ fn grpc_headers() -> Response<()> {
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/grpc"),
+    );
+    // On every answer, trailers-only ones included: a client learns it may compress.
+    response.headers_mut().insert(
+        GRPC_ACCEPT_ENCODING,
+        HeaderValue::from_static(ACCEPTED_ENCODINGS),
     );
     response
 }
@@ -454,17 +415,5 @@ mod tests {
         for other in ["/Connect", "/other.Service/Connect", "", "/"] {
             assert_eq!(method_of(other), "", "{other:?}");
         }
-    }
-
-    #[test]
-    fn the_prefix_carries_the_length_big_endian() {
-        assert_eq!(declared_len(&[0, 0, 0, 1, 2]), Some(258));
-        assert_eq!(declared_len(&[0, 0, 0, 1]), None);
-        let framed = frame(&crate::transport::grpc::proto::Disconnect {
-            code: 4401,
-            reason: "unauthorized".into(),
-        });
-        assert_eq!(framed[0], 0);
-        assert_eq!(declared_len(&framed), Some(framed.len() - 5));
     }
 }
