@@ -252,15 +252,15 @@ export function defineSuite(variant) {
       const loops = workers.map(async (w) => {
         // rpc every round, a publish every 20th (the publish rate limit is 1/s per user).
         for (let round = 0; running; round++) {
-          const calls = [() => w.centrifuge.rpc('demo.echo', { t: round })];
-          if (round % 20 === 0) calls.push(() => w.centrifuge.publish(`family:${family}`, { t: round }));
-          for (const call of calls) {
+          const calls = [['rpc', () => w.centrifuge.rpc('demo.echo', { t: round })]];
+          if (round % 20 === 0) calls.push(['publish', () => w.centrifuge.publish(`family:${family}`, { t: round })]);
+          for (const [kind, call] of calls) {
             const started = Date.now();
             try {
               await call();
-              outcomes.push({ ok: true, ms: Date.now() - started });
+              outcomes.push({ kind, ok: true, ms: Date.now() - started });
             } catch (e) {
-              outcomes.push({ ok: false, code: e.code, temporary: e.temporary, message: e.message, ms: Date.now() - started });
+              outcomes.push({ kind, ok: false, code: e.code, temporary: e.temporary, message: e.message, ms: Date.now() - started });
             }
           }
           await sleep(50);
@@ -271,16 +271,18 @@ export function defineSuite(variant) {
       assert.equal(exit.code, 0, service.proc.log().slice(-2000));
       const restarted = Date.now();
       await service.start();
-      // Centrifugo reaches the new process when its client reconnects: at once over HTTP, after
-      // grpc-go's reconnect backoff (1 s, growing) over gRPC. Until then calls fail temporary.
+      // Centrifugo reaches the new process when its clients reconnect: at once over HTTP; over
+      // gRPC each named proxy has its own connection, back after grpc-go's reconnect backoff
+      // (1 s, growing). Until then calls fail with the temporary error 100.
       const firstNew = outcomes.length;
-      await waitFor('a call answered by the new process', () => outcomes.slice(firstNew).some((o) => o.ok), 15000);
+      const answered = (kind) => outcomes.slice(firstNew).some((o) => o.ok && o.kind === kind);
+      await waitFor('rpc and publish answered by the new process', () => answered('rpc') && answered('publish'), 15000);
       const gap = Date.now() - restarted;
       const steady = outcomes.length;
       await sleep(2000);
       running = false;
       await Promise.all(loops);
-      console.log(`restart (${variant}): ${outcomes.length} calls, ${outcomes.filter((o) => !o.ok).length} failed, first success ${gap} ms after the old process exited`);
+      console.log(`restart (${variant}): ${outcomes.length} calls, ${outcomes.filter((o) => !o.ok).length} failed, rpc and publish answered again ${gap} ms after the old process exited`);
 
       const failures = outcomes.filter((o) => !o.ok);
       const summary = (list) => JSON.stringify(list.slice(0, 5)) + (list.length > 5 ? ` and ${list.length - 5} more` : '');
