@@ -16,6 +16,9 @@
 //! | `POST /rpc` | the demo rpc backend: `demo.echo` answers its data back |
 //!
 //! The reusable ticket `demo-ticket-ok` is always accepted, for trying things by hand.
+//!
+//! A development tool, not a hardened server: it listens on loopback by default, and its HTTP
+//! side has no authentication and no read timeouts. Its memory is bounded (`MAX_TICKETS`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -37,9 +40,9 @@ use crate::identity::proto::{self, ValidateRequest, ValidateResponse};
 
 /// The ticket that is always accepted (never consumed), for curl and SDK snippets.
 pub const REUSABLE_TICKET: &str = "demo-ticket-ok";
-/// How many minted, unused tickets are kept: minting past it answers 503, so an HTTP client
-/// cannot grow the process without bound.
-const MAX_TICKETS: usize = 1_000_000;
+/// How many tickets (unused, and used within their TTL) are kept: minting past it answers
+/// 503, so an HTTP client cannot grow the process without bound (about 300 bytes each).
+const MAX_TICKETS: usize = 200_000;
 /// How long a minted ticket stays valid (identity-service's tickets are short-lived too).
 const TICKET_TTL: Duration = Duration::from_secs(300);
 /// The largest control request body.
