@@ -244,7 +244,7 @@ export function defineSuite(variant) {
       await wrong.proc.stop();
     });
 
-    test('a restart of the service during traffic: only errors the SDK retries, no call hangs, calls reach the new process', { timeout: 90000 }, async () => {
+    test('a restart of the service while clients connect, publish and call rpc: only errors the SDK retries, no call hangs, calls reach the new process', { timeout: 90000 }, async () => {
       const workers = Array.from({ length: 8 }, (_, i) => client({ ticket: mintFor({ user: `w${i}-${variant}` }) }).connect());
       await Promise.all(workers.map((w) => w.connected()));
       const outcomes = [];
@@ -267,7 +267,10 @@ export function defineSuite(variant) {
         }
       });
       await sleep(1000);
-      const exit = await service.proc.stop('SIGTERM');
+      // Clients connecting while the service restarts: their attempts may fail, temporarily.
+      const stopping = service.proc.stop('SIGTERM');
+      const latecomers = Array.from({ length: 4 }, (_, i) => client({ ticket: mintFor({ user: `late${i}-${variant}` }) }).connect());
+      const exit = await stopping;
       assert.equal(exit.code, 0, service.proc.log().slice(-2000));
       const restarted = Date.now();
       await service.start();
@@ -296,6 +299,13 @@ export function defineSuite(variant) {
       // The new process answered them (for gRPC: Centrifugo's connection moved to it).
       assert.ok((await service.counter('realtime_proxy_decisions_total', { transport })) > 0);
       assert.ok(workers.every((w) => w.centrifuge.state === 'connected'));
+      await Promise.all(latecomers.map((c) => c.connected(20000)));
+      for (const c of latecomers) {
+        for (const { error } of c.events('error')) {
+          assert.ok(error.temporary === true || error.code < 100, `not retryable: ${JSON.stringify(error)}`);
+        }
+        c.disconnect();
+      }
       workers.forEach((w) => w.disconnect());
     });
   });
