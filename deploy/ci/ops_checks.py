@@ -109,6 +109,101 @@ def cmd_dashboard_configmap(args: argparse.Namespace) -> None:
     fails.exit(f"{args.rendered}: the dashboard ConfigMap, labelled grafana_dashboard=1")
 
 
+# ------------------------------------------------------------------------------ kubernetes
+
+
+def find(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any] | None:
+    """The object of that kind whose name is `name` or `name-<hash>` (a generated one)."""
+    for d in docs:
+        n = d.get("metadata", {}).get("name", "")
+        if d.get("kind") == kind and (n == name or n.startswith(name + "-")):
+            return d
+    return None
+
+
+def matches(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
+
+
+def pod_labels(dep: dict[str, Any]) -> dict[str, str]:
+    return dep["spec"]["template"]["metadata"]["labels"]
+
+
+def cmd_dev_stack(args: argparse.Namespace) -> None:
+    """The rendered dev overlay is a whole stack: Centrifugo with the shipped config and the
+    service's proxy secret, the Redis its config names, and NetworkPolicy peers that match the
+    pods it deploys."""
+    fails = Failures()
+    docs = load_docs(args.rendered)
+    ns = find(docs, "Namespace", "realtime-dev")
+    fails.check(ns is not None, "no Namespace realtime-dev")
+    objects = [d for d in docs if d.get("kind") != "Namespace"]
+    wrong_ns = sorted({d["metadata"].get("namespace") for d in objects} - {"realtime-dev"}, key=str)
+    fails.check(not wrong_ns, f"objects outside realtime-dev: {wrong_ns}")
+    app, cf, redis = (find(docs, "Deployment", n) for n in ("realtime-service", "centrifugo", "redis"))
+    for name, dep in (("realtime-service", app), ("centrifugo", cf), ("redis", redis)):
+        fails.check(dep is not None, f"no Deployment {name}")
+        svc = find(docs, "Service", name)
+        if fails.check(svc is not None, f"no Service {name}") and dep is not None:
+            fails.check(matches(svc["spec"]["selector"], pod_labels(dep)), f"Service {name} misses its pods")
+    if app is None or cf is None or redis is None:
+        fails.exit("")
+    # Centrifugo: the shipped config, byte for byte, mounted where its command reads it.
+    cm = find(docs, "ConfigMap", "centrifugo-config")
+    with open("deploy/centrifugo/config.json", encoding="utf-8") as f:
+        shipped = f.read()
+    if fails.check(cm is not None, "no ConfigMap centrifugo-config"):
+        fails.check(cm.get("data", {}).get("config.json") == shipped, "centrifugo-config is not deploy/centrifugo/config.json")
+        vols = {v["name"]: v for v in cf["spec"]["template"]["spec"].get("volumes", [])}
+        used = [v for v in vols.values() if v.get("configMap", {}).get("name") == cm["metadata"]["name"]]
+        fails.check(len(used) == 1, "Centrifugo does not mount the generated centrifugo-config")
+    (c,) = cf["spec"]["template"]["spec"]["containers"]
+    fails.check("--config=/centrifugo/config.json" in c.get("command", []) + c.get("args", []),
+                "Centrifugo is not started with --config=/centrifugo/config.json")
+    fails.check(c["image"].startswith("centrifugo/centrifugo:v6"), f"Centrifugo image {c['image']} is not v6")
+    # Its proxy secret is the one the service reads (the Secret mounted into the service).
+    env = {e["name"]: e for e in c.get("env", [])}
+    ref = env.get("CENTRIFUGO_VAR_PROXY_SECRET", {}).get("valueFrom", {}).get("secretKeyRef", {})
+    app_secrets = {v.get("secret", {}).get("secretName") for v in app["spec"]["template"]["spec"].get("volumes", [])}
+    fails.check(ref.get("name") in app_secrets and ref.get("key") == "secret",
+                f"CENTRIFUGO_VAR_PROXY_SECRET {ref} is not key `secret` of the service's Secret {sorted(app_secrets - {None})}")
+    # Redis: the host and port Centrifugo's engine is configured with.
+    addr = json.loads(shipped)["engine"]["redis"]["address"][0]
+    host_port = addr.split("://", 1)[1].rsplit("@", 1)[-1].split("/")[0]
+    host, _, port = host_port.partition(":")
+    rsvc = find(docs, "Service", host)
+    fails.check(rsvc is not None and any(p_["port"] == int(port) for p_ in rsvc["spec"]["ports"]),
+                f"no Service {host}:{port} for Centrifugo's engine ({addr})")
+    # The NetworkPolicy's Centrifugo peer selects the Centrifugo pods deployed here.
+    ing = find(docs, "NetworkPolicy", "realtime-service-ingress")
+    peers = [f.get("podSelector", {}).get("matchLabels", {}) for rule in (ing or {}).get("spec", {}).get("ingress", [])
+             for f in rule.get("from", []) if "namespaceSelector" not in f]
+    fails.check(any(matches(p_, pod_labels(cf)) for p_ in peers),
+                f"no same-namespace ingress peer of realtime-service-ingress selects Centrifugo's pods ({peers})")
+    fails.exit(f"{args.rendered}: realtime-service, Centrifugo (shipped config, shared secret), Redis; "
+               "services, namespace and NetworkPolicy peers match")
+
+
+def cmd_autoscaling(args: argparse.Namespace) -> None:
+    """prod with the autoscaling component: an HPA on the Deployment, which no longer sets
+    `replicas` (an apply would reset the autoscaler's choice), min replicas of prod."""
+    fails = Failures()
+    docs = load_docs(args.rendered)
+    dep = find(docs, "Deployment", "realtime-service")
+    hpa = find(docs, "HorizontalPodAutoscaler", "realtime-service")
+    if not fails.check(dep is not None and hpa is not None, "no Deployment or no HorizontalPodAutoscaler"):
+        fails.exit("")
+    ref = hpa["spec"]["scaleTargetRef"]
+    fails.check((ref["kind"], ref["name"]) == ("Deployment", dep["metadata"]["name"]), f"scaleTargetRef {ref}")
+    fails.check(hpa["metadata"].get("namespace") == dep["metadata"].get("namespace"), "HPA in another namespace")
+    fails.check("replicas" not in dep["spec"], "the Deployment still sets replicas")
+    fails.check(hpa["spec"]["minReplicas"] >= 3, "minReplicas under prod's 3")
+    fails.check(hpa["spec"]["maxReplicas"] >= hpa["spec"]["minReplicas"], "maxReplicas under minReplicas")
+    limits = dep["spec"]["template"]["spec"]["containers"][0].get("resources", {}).get("requests", {})
+    fails.check("cpu" in limits, "CPU utilisation needs a CPU request")
+    fails.exit(f"{args.rendered}: HPA {hpa['spec']['minReplicas']}-{hpa['spec']['maxReplicas']} owns the replicas")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(required=True)
@@ -116,6 +211,10 @@ def main() -> None:
     p = sub.add_parser("dashboard-configmap")
     p.add_argument("rendered")
     p.set_defaults(fn=cmd_dashboard_configmap)
+    for name, fn in (("dev-stack", cmd_dev_stack), ("autoscaling", cmd_autoscaling)):
+        p = sub.add_parser(name)
+        p.add_argument("rendered")
+        p.set_defaults(fn=fn)
     args = parser.parse_args()
     args.fn(args)
 
