@@ -46,7 +46,8 @@ CENTRIFUGO_VAR = re.compile(r"^\$\{CENTRIFUGO_VAR_[A-Z0-9_]+\}$")
 PORTS = {"http": 9730, "grpc": 9731, "metrics": 9732}
 PORT_SETTINGS = {"http": "LISTEN_PORT", "grpc": "GRPC_PROXY_LISTEN_PORT", "metrics": "METRICS_LISTEN_PORT"}
 # Kinds with no schema in kubernetes-validate (CRDs).
-CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
+CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule"),
+             ("monitoring.coreos.com/v1", "PodMonitor")}
 # Secret values: only ever from a Secret (secretKeyRef or a mounted file), never a ConfigMap.
 SECRET_ENV = {"CENTRIFUGO_PROXY_SECRET", "CENTRIFUGO_PROXY_SECRET_PREVIOUS", "REDIS_URL"}
 # Read by libraries, not by the service's settings (docs/configuration.md says so).

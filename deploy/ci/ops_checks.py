@@ -204,6 +204,71 @@ def cmd_autoscaling(args: argparse.Namespace) -> None:
     fails.exit(f"{args.rendered}: HPA {hpa['spec']['minReplicas']}-{hpa['spec']['maxReplicas']} owns the replicas")
 
 
+# ------------------------------------------------------------------------------ helm
+
+
+def workload(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the pods of the realtime-service Deployment run, with names that differ by
+    construction taken out: the settings ConfigMap by its data (kustomize hashes its name,
+    Helm prefixes it with the release)."""
+    dep = find(docs, "Deployment", "realtime-service")
+    if dep is None:
+        raise SystemExit("no Deployment realtime-service")
+    spec = dep["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    settings = {}
+    for src in c.get("envFrom", []):
+        cm = find(docs, "ConfigMap", src["configMapRef"]["name"])
+        settings.update((cm or {}).get("data") or {})
+    keys = ["name", "image", "imagePullPolicy", "args", "command", "ports", "env", "startupProbe",
+            "livenessProbe", "readinessProbe", "lifecycle", "resources", "securityContext", "volumeMounts"]
+    return {
+        "replicas": dep["spec"].get("replicas"),
+        # By name: the order of env entries means nothing without $(VAR) references.
+        "container": {**{k: c.get(k) for k in keys}, "env": sorted(c.get("env", []), key=lambda e: e["name"])},
+        "settings (envFrom ConfigMap)": settings,
+        "pod securityContext": spec.get("securityContext"),
+        "terminationGracePeriodSeconds": spec.get("terminationGracePeriodSeconds"),
+        "serviceAccountName": spec.get("serviceAccountName"),
+        "automountServiceAccountToken": spec.get("automountServiceAccountToken"),
+        "volumes": spec.get("volumes"),
+        "topology keys": [t["topologyKey"] for t in spec.get("topologySpreadConstraints", [])],
+    }
+
+
+def differences(a: Any, b: Any, path: str = "") -> Iterator[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in sorted(set(a) | set(b), key=str):
+            yield from differences(a.get(k), b.get(k), f"{path}.{k}" if path else str(k))
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            yield from differences(x, y, f"{path}[{i}]")
+    elif a != b:
+        yield f"{path}: chart {json.dumps(a)} / overlay {json.dumps(b)}"
+
+
+def cmd_chart_vs_overlay(args: argparse.Namespace) -> None:
+    """`helm template` with prod-like values and the rendered prod overlay run the same
+    workload: containers, env and settings, probes, security contexts, volumes."""
+    fails = Failures()
+    chart, overlay = workload(load_docs(args.chart)), workload(load_docs(args.overlay))
+    for d in differences(chart, overlay):
+        fails.check(False, d)
+    fails.exit(f"{args.chart} and {args.overlay}: the same workload "
+               f"({len(chart['settings (envFrom ConfigMap)'])} settings, {len(chart['volumes'])} volumes)")
+
+
+def cmd_chart_kinds(args: argparse.Namespace) -> None:
+    """What a values file turns on is rendered, and nothing else (`--want KIND` / `--not KIND`)."""
+    fails = Failures()
+    kinds = sorted(d.get("kind", "") for d in load_docs(args.rendered))
+    for k in args.want or []:
+        fails.check(k in kinds, f"{args.rendered}: no {k} (kinds: {kinds})")
+    for k in args.never or []:
+        fails.check(k not in kinds, f"{args.rendered}: an unexpected {k}")
+    fails.exit(f"{args.rendered}: {', '.join(kinds)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     sub = parser.add_subparsers(required=True)
@@ -215,6 +280,15 @@ def main() -> None:
         p = sub.add_parser(name)
         p.add_argument("rendered")
         p.set_defaults(fn=fn)
+    p = sub.add_parser("chart-vs-overlay")
+    p.add_argument("--chart", required=True)
+    p.add_argument("--overlay", required=True)
+    p.set_defaults(fn=cmd_chart_vs_overlay)
+    p = sub.add_parser("chart-kinds")
+    p.add_argument("rendered")
+    p.add_argument("--want", action="append")
+    p.add_argument("--not", dest="never", action="append")
+    p.set_defaults(fn=cmd_chart_kinds)
     args = parser.parse_args()
     args.fn(args)
 
