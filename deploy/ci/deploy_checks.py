@@ -46,7 +46,8 @@ CENTRIFUGO_VAR = re.compile(r"^\$\{CENTRIFUGO_VAR_[A-Z0-9_]+\}$")
 PORTS = {"http": 9730, "grpc": 9731, "metrics": 9732}
 PORT_SETTINGS = {"http": "LISTEN_PORT", "grpc": "GRPC_PROXY_LISTEN_PORT", "metrics": "METRICS_LISTEN_PORT"}
 # Kinds with no schema in kubernetes-validate (CRDs).
-CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
+CRD_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule"),
+             ("monitoring.coreos.com/v1", "PodMonitor")}
 # Secret values: only ever from a Secret (secretKeyRef or a mounted file), never a ConfigMap.
 SECRET_ENV = {"CENTRIFUGO_PROXY_SECRET", "CENTRIFUGO_PROXY_SECRET_PREVIOUS", "REDIS_URL"}
 # Read by libraries, not by the service's settings (docs/configuration.md says so).
@@ -124,16 +125,14 @@ def load_docs(path: str) -> list[dict[str, Any]]:
 
 
 class Setting:
-    def __init__(self, name: str, default: str | None, planned: bool) -> None:
-        self.name, self.default, self.planned = name, default, planned
+    def __init__(self, name: str, default: str | None) -> None:
+        self.name, self.default = name, default
 
 
 def settings_reference() -> dict[str, Setting]:
     """Every variable of docs/configuration.md: a table row whose first cell is `NAME`.
 
     The default cell is a backticked value, "empty" (""), or anything else (no default).
-    "(planned)" at the end of the meaning cell marks a variable the binary does not read yet:
-    live checks leave it out of the environment they give the binary, and say so.
     """
     out: dict[str, Setting] = {}
     row = re.compile(r"^\|\s*`([A-Z][A-Z0-9_]*)`\s*\|([^|]*)\|(.*)\|\s*$")
@@ -145,7 +144,7 @@ def settings_reference() -> dict[str, Setting]:
             cell = m.group(2).strip()
             dm = re.fullmatch(r"`([^`]*)`", cell)
             default = dm.group(1) if dm else ("" if cell == "empty" else None)
-            out[m.group(1)] = Setting(m.group(1), default, m.group(3).rstrip().endswith("(planned)"))
+            out[m.group(1)] = Setting(m.group(1), default)
     if not out:
         raise SystemExit(f"no variable rows found in {CONFIG_DOC}")
     return out
@@ -510,8 +509,7 @@ def cmd_config_docs(_: argparse.Namespace) -> None:
         example = set(re.findall(r"^#?\s?([A-Z][A-Z0-9_]+)=", f.read(), re.M))
     fails.check(not set(ref) - example, f"in {CONFIG_DOC}, not in {ENV_EXAMPLE}: {sorted(set(ref) - example)}")
     fails.check(not example - set(ref), f"in {ENV_EXAMPLE}, not in {CONFIG_DOC}: {sorted(example - set(ref))}")
-    planned = sorted(s.name for s in ref.values() if s.planned)
-    print(f"{len(ref)} variables, {len(planned)} marked (planned): {', '.join(planned)}")
+    print(f"{len(ref)} variables")
     fails.exit(f"{CONFIG_DOC} and {ENV_EXAMPLE} agree")
 
 
@@ -998,21 +996,14 @@ def cmd_check_config(args: argparse.Namespace) -> None:
     """`realtime-service check-config` on a rendered overlay's settings, as its pods get them.
 
     Paths under /var/run/realtime/ are moved under --root (secret files and the pool are
-    created there); secretKeyRef values get local stand-ins; variables marked (planned) in
-    docs/configuration.md are left out (SKIP lines) until the binary reads them. Every other
-    ConfigMap key must be a setting that check-config prints (an unknown name would be
-    ignored silently)."""
+    created there); secretKeyRef values get local stand-ins. Every ConfigMap key must be a
+    setting that check-config prints (an unknown name would be ignored silently)."""
     fails = Failures()
-    ref = settings_reference()
     r = Rendered(args.rendered)
     env = r.env()
     for e in r.container().get("env", []):
         if "secretKeyRef" in e.get("valueFrom", {}):
             env[e["name"]] = {"REDIS_URL": "redis://127.0.0.1:6379/0"}.get(e["name"], args.secret)
-    planned = sorted(k for k in env if k in ref and ref[k].planned)
-    for k in planned:
-        print(f"SKIP: {r.name}: {k} not given to the binary: marked (planned) in {CONFIG_DOC}")
-        del env[k]
     mount = "/var/run/realtime/"
     for k, v in env.items():
         if v.startswith(mount):
@@ -1034,12 +1025,12 @@ def cmd_check_config(args: argparse.Namespace) -> None:
     text = out.stdout + out.stderr
     fails.check(out.returncode == 0, f"{r.name}: check-config exited {out.returncode}:\n{text}")
     known = set(re.findall(r"^([A-Z][A-Z0-9_]*)=", text, re.M))
-    unknown = sorted(k for k in r.env() if k not in planned and k not in known)
+    unknown = sorted(k for k in r.env() if k not in known)
     fails.check(not unknown, f"{r.name}: ConfigMap keys that check-config does not report: {unknown}")
     for line in text.splitlines():
         if line.startswith("#") or "WARN" in line:
             print(f"{r.name}: {line}")
-    fails.exit(f"{r.name}: {len(r.env())} ConfigMap settings, {len(planned)} planned; check-config accepts them")
+    fails.exit(f"{r.name}: {len(r.env())} ConfigMap settings; check-config accepts them")
 
 
 def cmd_ports(args: argparse.Namespace) -> None:

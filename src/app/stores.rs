@@ -99,13 +99,16 @@ pub(super) fn build(
         config.publish.burst,
         clock.clone(),
     );
+    // Registered without Redis too: every family is in the first scrape (alerts and the
+    // dashboard see 0, not absence).
+    let limiter_metrics = LimiterMetrics::new(metrics.registry());
     let limiter = match redis {
         Some(client) => Limiter::Shared(SharedLimiter::new(
             client,
             config.publish.rate_per_second,
             config.publish.burst,
             local_limiter,
-            LimiterMetrics::new(metrics.registry()),
+            limiter_metrics,
         )),
         None => Limiter::Local(local_limiter),
     };

@@ -281,6 +281,30 @@ impl Config {
         Self::from_settings(&Settings::from_pairs(pairs)?)
     }
 
+    /// Both steps over the process environment: see [`Config::load_pairs`].
+    pub fn load_env() -> Result<(Settings, Self), ConfigErrors> {
+        Self::load_pairs(std::env::vars())
+    }
+
+    /// Both steps at once, every problem of either reported in one run (an operator fixes a
+    /// manifest once): a variable that does not parse is judged by the cross-field rules at
+    /// its default, and what they would say about it is left out.
+    pub fn load_pairs<I, K, V>(pairs: I) -> Result<(Settings, Self), ConfigErrors>
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
+        let (settings, mut problems) = Settings::read_leniently(pairs);
+        match Self::from_settings(&settings) {
+            Ok(config) => problems.finish(|| (settings, config)),
+            Err(errors) => {
+                problems.extend_unreported(errors);
+                Err(problems.into_errors())
+            }
+        }
+    }
+
     /// The cross-field rules, and every section turned into ready objects. All problems are
     /// reported together.
     pub fn from_settings(s: &Settings) -> Result<Self, ConfigErrors> {

@@ -218,6 +218,19 @@ impl Settings {
         K: Into<String>,
         V: Into<String>,
     {
+        let (settings, problems) = Self::read_leniently(pairs);
+        problems.finish(|| settings)
+    }
+
+    /// Reads every variable, past the ones that do not parse: each of those is recorded and
+    /// read as its default, so the cross-field rules can still judge the rest in the same run
+    /// (`Config::load_pairs`).
+    pub(crate) fn read_leniently<I, K, V>(pairs: I) -> (Self, Problems)
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: Into<String>,
+        V: Into<String>,
+    {
         let vars: HashMap<String, String> = pairs
             .into_iter()
             .map(|(k, v)| (k.into(), v.into()))
@@ -227,6 +240,6 @@ impl Settings {
             problems: Problems::default(),
         };
         let settings = Self::read(&mut reader);
-        reader.problems.finish(|| settings)
+        (settings, reader.problems)
     }
 }

@@ -6,6 +6,7 @@ mod abuse;
 mod abuse_process;
 mod architecture;
 mod auth;
+mod cli;
 mod config;
 mod connect;
 mod demo;
