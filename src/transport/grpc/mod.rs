@@ -10,6 +10,7 @@
 //! `grpc.static_metadata`), in every mode but `none`: nobody signs a protobuf body.
 
 mod message;
+mod peer;
 pub mod proto;
 mod serve;
 pub mod shard;
@@ -22,6 +23,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use opentelemetry::propagation::Extractor;
+use prometheus::IntCounter;
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
@@ -38,6 +40,7 @@ use crate::metrics::Metrics;
 use crate::proxy::{ProxyKind, Reply, Transport::Grpc};
 use crate::service::ProxyService;
 use message::frame;
+pub use peer::Warnings;
 use serve::Body;
 pub use serve::{parse_grpc_timeout, GrpcLimits};
 pub use shard::Shards;
@@ -54,17 +57,26 @@ pub struct GrpcProxy {
     metrics: Metrics,
     /// `PROXY_MAX_INFLIGHT`, shared with HTTP: the same bound on work in progress.
     inflight: InflightLimit,
+    /// Shared by every shard: one listener, one rate for its WARNs.
+    warnings: Arc<Warnings>,
 }
 
 impl GrpcProxy {
-    /// `auth` is the HTTP edge's check, cloned: both share one set of secrets.
-    pub fn new(service: ProxyService, auth: ProxyAuth, inflight: InflightLimit) -> Self {
+    /// `auth` is the HTTP edge's check, cloned: both share one set of secrets. `warnings`
+    /// is shared by the listener's shards.
+    pub fn new(
+        service: ProxyService,
+        auth: ProxyAuth,
+        inflight: InflightLimit,
+        warnings: Arc<Warnings>,
+    ) -> Self {
         let metrics = service.metrics().clone();
         Self {
             service,
             auth,
             metrics,
             inflight,
+            warnings,
         }
     }
 
@@ -192,12 +204,18 @@ impl GrpcProxy {
                     .auth_rejections
                     .with_label_values(&[reason.as_str()])
                     .inc();
-                tracing::warn!(
-                    reason = reason.as_str(),
-                    "proxy call refused: request authentication failed: {reason}"
-                );
+                // Every one is counted; the log line is rate-limited, since a peer can send
+                // thousands a second on one connection.
+                if let Some(more) = self.warnings.unauthenticated() {
+                    tracing::warn!(
+                        reason = reason.as_str(),
+                        refused_since_last = more,
+                        "proxy call refused: request authentication failed: {reason}"
+                    );
+                }
                 return Ok(wire::encode(Reply::<Resp::Result>::unauthorized(), |r| r));
             }
+            body.authenticated();
             let Some(_permit) = self.inflight.try_acquire() else {
                 return Ok(wire::encode(
                     Reply::<Resp::Result>::too_many_requests(),
@@ -299,6 +317,8 @@ pub struct GrpcServer {
     shards: Shards<GrpcProxy>,
     tls: Option<TlsAcceptor>,
     limits: GrpcLimits,
+    /// `realtime_http_connections_evicted_total{transport="grpc"}`.
+    evictions: IntCounter,
 }
 
 impl GrpcServer {
@@ -307,12 +327,14 @@ impl GrpcServer {
         shards: Shards<GrpcProxy>,
         tls: Option<TlsAcceptor>,
         limits: GrpcLimits,
+        evictions: IntCounter,
     ) -> Self {
         Self {
             listener,
             shards,
             tls,
             limits,
+            evictions,
         }
     }
 
@@ -328,7 +350,15 @@ impl GrpcServer {
     /// Serves until `stop` resolves, then stops accepting and finishes in-flight calls.
     /// Dropping the future cuts the calls still running and stops the shards.
     pub async fn run(self, stop: impl Future<Output = ()>) {
-        serve::serve(self.listener, &self.shards, self.tls, self.limits, stop).await;
+        serve::serve(
+            self.listener,
+            &self.shards,
+            self.tls,
+            self.limits,
+            self.evictions,
+            stop,
+        )
+        .await;
     }
 }
 
