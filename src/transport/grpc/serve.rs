@@ -356,16 +356,16 @@ async fn call(
         stream: body,
         encoding: Encoding::of(parts.headers.get(GRPC_ENCODING)),
         limits,
+        deadline,
         authenticated: false,
     };
-    let work = timeout(deadline, proxy.dispatch(method, parts.headers, &mut body));
+    let work = proxy.dispatch(method, parts.headers, &mut body);
     // A stream the client resets (RST_STREAM: Centrifugo's client gave up, or its deadline
     // passed) drops the call at once: its identity-service call is cancelled too and its
     // in-flight slot freed, instead of running to an answer nobody reads.
     let reset = std::future::poll_fn(|cx| respond.poll_reset(cx));
     let answer = tokio::select! {
-        answer = work => answer
-            .unwrap_or_else(|_| Err(Status::deadline_exceeded("the call's deadline expired"))),
+        answer = work => answer,
         reason = reset => {
             tracing::debug!(reason = ?reason.ok(), "gRPC call cancelled by the client");
             return body.authenticated;
@@ -381,11 +381,18 @@ pub struct Body {
     /// `grpc-encoding`: how a message with the compressed flag is to be decoded.
     encoding: Encoding,
     limits: GrpcLimits,
+    /// The call's own deadline (`grpc-timeout`).
+    deadline: Duration,
     /// Set once the call has passed authentication.
     authenticated: bool,
 }
 
 impl Body {
+    /// How long the call may take (`grpc-timeout`, 30 s without one).
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
     /// The call passed authentication: its connection is Centrifugo's, not a stranger's.
     pub fn authenticated(&mut self) {
         self.authenticated = true;
