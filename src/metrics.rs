@@ -66,8 +66,9 @@ const LATENCY_BUCKETS: &[f64] = &[
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
-    /// Proxy calls answered, by proxy type and the HTTP status the service decided on (before
-    /// `PROXY_HTTP_STATUS_MODE=always_200` rewrites it).
+    /// Proxy calls answered, by proxy type, the HTTP status the service decided on (before
+    /// `PROXY_HTTP_STATUS_MODE=always_200` rewrites it; for a gRPC call the status the same
+    /// answer has over HTTP) and transport.
     pub proxy_requests: IntCounterVec,
     /// Time to answer a proxy call, by proxy type and transport.
     pub proxy_duration: HistogramVec,
@@ -107,9 +108,9 @@ impl Metrics {
             proxy_requests: IntCounterVec::new(
                 Opts::new(
                     "realtime_proxy_requests_total",
-                    "Proxy calls answered, by proxy type and decided HTTP status.",
+                    "Proxy calls answered, by proxy type, decided HTTP status (over gRPC: the status the same answer has over HTTP) and transport.",
                 ),
-                &["proxy", "status"],
+                &["proxy", "status", "transport"],
             )
             .expect("static metric definition"),
             proxy_duration: HistogramVec::new(

@@ -99,8 +99,17 @@ where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     // The configuration has checked and normalised the directives already.
-    let filter = EnvFilter::try_new(&settings.log_level)
+    let mut filter = EnvFilter::try_new(&settings.log_level)
         .map_err(|e| TelemetryError::LogLevel(e.to_string()))?;
+    // h2 WARNs once for every connection it closes for resetting too many streams, which a
+    // peer can repeat at will; the gRPC listener logs those itself, rate-limited. h2's own
+    // lines stay available by naming it in LOG_LEVEL.
+    if !names_target(&settings.log_level, "h2") {
+        // A fixed directive that parses.
+        if let Ok(quiet) = "h2=error".parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     let dispatch_slot = DispatchSlot::default();
     let fmt = match settings.log_format {
         LogFormat::Text => tracing_subscriber::fmt::layer()
@@ -132,6 +141,15 @@ where
     // (tracing's re-entrancy guard answers "none" then), so it is handed its own.
     let _ = dispatch_slot.0.set(dispatch.downgrade());
     Ok(dispatch)
+}
+
+/// Whether a directive of `log_level` is about `target` or a module of it.
+fn names_target(log_level: &str, target: &str) -> bool {
+    log_level.split(',').any(|directive| {
+        directive
+            .strip_prefix(target)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with(['=', ':', '[']))
+    })
 }
 
 /// The tracer provider: always there (ids for logs, propagation), exporting only with an
@@ -417,6 +435,22 @@ mod tests {
         );
         assert_eq!(shown["trace_id"], request.trace_id().to_string(), "{shown}");
         assert_eq!(shown["span_id"], request.span_id().to_string(), "{shown}");
+    }
+
+    #[test]
+    fn h2s_own_warnings_are_off_unless_log_level_names_h2() {
+        for (level, shown) in [("info", false), ("debug", false), ("info,h2=warn", true)] {
+            let (dispatch, capture) = capture(&config(&[("LOG_LEVEL", level)]), false);
+            tracing::dispatcher::with_default(&dispatch, || {
+                tracing::warn!(target: "h2::proto::streams", "reset streams reached limit");
+                tracing::warn!("ours");
+            });
+            let text = capture.text();
+            assert_eq!(text.contains("reset streams"), shown, "{level}: {text}");
+            assert!(text.contains("ours"), "{level}: {text}");
+        }
+        assert!(names_target("warn,h2::proto=debug", "h2"));
+        assert!(!names_target("h2o=debug,warn", "h2"));
     }
 
     #[test]

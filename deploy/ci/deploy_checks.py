@@ -913,7 +913,7 @@ def cmd_metrics_contract(args: argparse.Namespace) -> None:
     if args.startup:
         fails.exit(f"{len(METRICS_CONTRACT)} metric families present from startup, with their label sets")
     for status_code in ("503", "401"):
-        v = value("realtime_proxy_requests_total", proxy="connect", status=status_code)
+        v = value("realtime_proxy_requests_total", proxy="connect", status=status_code, transport="http")
         fails.check((v or 0) >= 1, f"realtime_proxy_requests_total{{proxy=connect,status={status_code}}} = {v}, want >= 1")
     for reason in ("missing", "mismatch"):
         v = value("realtime_proxy_signature_rejections_total", reason=reason)

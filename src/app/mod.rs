@@ -162,6 +162,7 @@ impl Application {
                     max_message_bytes: config.edge.max_body_bytes,
                 };
                 let (service, auth, inflight) = (service.clone(), auth.clone(), inflight.clone());
+                let warnings = std::sync::Arc::new(grpc::Warnings::default());
                 let (identity_config, identity_metrics) =
                     (config.identity.clone(), metrics.clone());
                 let shards = Shards::start(grpc_shard_count(), move || {
@@ -172,10 +173,17 @@ impl Application {
                         service.with_identity_client(client),
                         auth.clone(),
                         inflight.clone(),
+                        warnings.clone(),
                     ))
                 })
                 .map_err(|e| ConfigErrors::from(ConfigError::new("GRPC_PROXY_LISTEN_PORT", e)))?;
-                Some(GrpcServer::new(bind(addr).await?, shards, tls, limits))
+                Some(GrpcServer::new(
+                    bind(addr).await?,
+                    shards,
+                    tls,
+                    limits,
+                    serve_metrics.grpc_evictions(),
+                ))
             }
             None => None,
         };

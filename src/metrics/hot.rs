@@ -7,10 +7,16 @@ use prometheus::{Histogram, HistogramVec, IntCounter, IntCounterVec};
 use super::Metrics;
 use crate::proxy::{ConnectOutcome, Outcome, ProxyKind, Transport};
 
-/// HTTP statuses the edge answers on every route (and connect's own 500 and 503): the
-/// `status` values of `realtime_proxy_requests_total` that exist from the first scrape.
+/// HTTP statuses the edge answers on every route (and connect's own 500 and 503, and the two
+/// only a gRPC call can end with): the `status` values of `realtime_proxy_requests_total`
+/// that exist from the first scrape. A gRPC call is counted with the status the same
+/// decision has over HTTP, so one expression (`status=~"5.."`) reads both transports.
 const EDGE_STATUSES: &[&str] = &["200", "400", "401", "408", "413", "429"];
 const CONNECT_STATUSES: &[&str] = &["500", "503"];
+/// 499: the client reset the stream (nginx's "client closed request"); 504: the call's
+/// `grpc-timeout` expired before its answer.
+const GRPC_STATUSES: &[&str] = &["499", "504"];
+const STATUSES: [&[&str]; 3] = [EDGE_STATUSES, CONNECT_STATUSES, GRPC_STATUSES];
 /// `code` and `source` of `realtime_identity_validate_duration_seconds`.
 const IDENTITY_CODES: &[&str] = &[
     "ok",
@@ -35,7 +41,7 @@ pub(super) struct Hot {
     connect_outcomes: Vec<IntCounter>,
     /// `[kind][outcome][transport]`
     proxy_decisions: Vec<Option<IntCounter>>,
-    /// `[kind][EDGE_STATUSES ++ CONNECT_STATUSES]`
+    /// `[kind][EDGE_STATUSES ++ CONNECT_STATUSES ++ GRPC_STATUSES][transport]`
     proxy_requests: Vec<Option<IntCounter>>,
     /// `[IDENTITY_CODES][IDENTITY_SOURCES]`
     identity_duration: Vec<Histogram>,
@@ -72,11 +78,19 @@ impl Hot {
                     }));
                 }
             }
-            for status in EDGE_STATUSES.iter().chain(CONNECT_STATUSES) {
-                let exists = EDGE_STATUSES.contains(status) || *kind == ProxyKind::Connect;
-                hot.proxy_requests.push(
-                    exists.then(|| proxy_requests.with_label_values(&[kind.as_str(), status])),
-                );
+            for status in STATUSES.iter().flat_map(|s| s.iter()) {
+                for transport in transports {
+                    let exists = EDGE_STATUSES.contains(status)
+                        || (CONNECT_STATUSES.contains(status) && *kind == ProxyKind::Connect)
+                        || (GRPC_STATUSES.contains(status) && *transport == Transport::Grpc);
+                    hot.proxy_requests.push(exists.then(|| {
+                        proxy_requests.with_label_values(&[
+                            kind.as_str(),
+                            status,
+                            transport.as_str(),
+                        ])
+                    }));
+                }
             }
         }
         for outcome in ConnectOutcome::ALL {
@@ -148,19 +162,26 @@ impl Metrics {
         }
     }
 
-    /// `realtime_proxy_requests_total{proxy, status}`.
-    pub fn count_proxy_request(&self, kind: ProxyKind, status: &str) {
-        let statuses = EDGE_STATUSES.len() + CONNECT_STATUSES.len();
-        let s = position(EDGE_STATUSES, &status)
-            .or_else(|| position(CONNECT_STATUSES, &status).map(|s| EDGE_STATUSES.len() + s));
-        let at = position(ProxyKind::ALL, &kind)
-            .zip(s)
-            .map(|(k, s)| k * statuses + s);
+    /// `realtime_proxy_requests_total{proxy, status, transport}`.
+    pub fn count_proxy_request(&self, kind: ProxyKind, status: &str, via: Transport) {
+        let statuses: usize = STATUSES.iter().map(|s| s.len()).sum();
+        let s = STATUSES
+            .iter()
+            .flat_map(|s| s.iter())
+            .position(|s| *s == status);
+        let at = match (
+            position(ProxyKind::ALL, &kind),
+            s,
+            position(Transport::ALL, &via),
+        ) {
+            (Some(k), Some(s), Some(t)) => Some((k * statuses + s) * Transport::ALL.len() + t),
+            _ => None,
+        };
         match at.and_then(|at| self.hot.proxy_requests[at].as_ref()) {
             Some(counter) => counter.inc(),
             None => self
                 .proxy_requests
-                .with_label_values(&[kind.as_str(), status])
+                .with_label_values(&[kind.as_str(), status, via.as_str()])
                 .inc(),
         }
     }
@@ -213,11 +234,16 @@ mod tests {
                     assert_eq!(m.proxy_decisions.with_label_values(&labels).get(), 1);
                 }
             }
-            for status in EDGE_STATUSES.iter().chain(CONNECT_STATUSES) {
-                let m = Metrics::new();
-                m.count_proxy_request(kind, status);
-                let counter = m.proxy_requests.with_label_values(&[kind.as_str(), status]);
-                assert_eq!(counter.get(), 1, "{kind:?} {status}");
+            for status in STATUSES.iter().flat_map(|s| s.iter()) {
+                for &via in Transport::ALL {
+                    let m = Metrics::new();
+                    m.count_proxy_request(kind, status, via);
+                    for &t in Transport::ALL {
+                        let labels = [kind.as_str(), status, t.as_str()];
+                        let counter = m.proxy_requests.with_label_values(&labels);
+                        assert_eq!(counter.get(), u64::from(t == via), "{kind:?} {status}");
+                    }
+                }
             }
         }
         for &outcome in ConnectOutcome::ALL {
@@ -247,18 +273,20 @@ mod tests {
     #[test]
     fn possible_label_sets_exist_before_any_call() {
         let m = Metrics::new();
-        assert!(exposed(
-            &m,
-            r#"realtime_proxy_requests_total{proxy="subscribe",status="429"} 0"#
-        ));
-        assert!(exposed(
-            &m,
-            r#"realtime_proxy_requests_total{proxy="connect",status="503"} 0"#
-        ));
-        assert!(!exposed(
-            &m,
-            r#"realtime_proxy_requests_total{proxy="subscribe",status="503"}"#
-        ));
+        for transport in ["http", "grpc"] {
+            for (series, shown) in [
+                (r#"proxy="subscribe",status="429""#, true),
+                (r#"proxy="connect",status="503""#, true),
+                (r#"proxy="subscribe",status="503""#, false),
+                (r#"proxy="publish",status="499""#, transport == "grpc"),
+                (r#"proxy="connect",status="504""#, transport == "grpc"),
+            ] {
+                let series = format!(
+                    "realtime_proxy_requests_total{{{series},transport=\"{transport}\"}} 0"
+                );
+                assert_eq!(exposed(&m, &series), shown, "{series}");
+            }
+        }
         assert!(exposed(
             &m,
             r#"realtime_proxy_request_duration_seconds_count{proxy="rpc",transport="grpc"} 0"#
@@ -279,10 +307,10 @@ mod tests {
             }
         }
         // An impossible combination still counts if it ever happens.
-        m.count_proxy_request(ProxyKind::Subscribe, "503");
+        m.count_proxy_request(ProxyKind::Subscribe, "503", Transport::Http);
         assert!(exposed(
             &m,
-            r#"realtime_proxy_requests_total{proxy="subscribe",status="503"} 1"#
+            r#"realtime_proxy_requests_total{proxy="subscribe",status="503",transport="http"} 1"#
         ));
     }
 }

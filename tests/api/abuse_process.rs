@@ -188,7 +188,7 @@ async fn a_low_open_file_limit_does_not_stop_health_checks() {
     }
     assert!(
         service
-            .metric("realtime_http_connections_evicted_total")
+            .metric("realtime_http_connections_evicted_total{transport=\"http\"}")
             .await
             >= 1.0
     );

@@ -31,18 +31,91 @@ async fn refresh(
     Ok(response.into_inner().body())
 }
 
+/// A raw connection that sends the HTTP/2 preface and an empty SETTINGS frame, then nothing.
+async fn preface_only(app: &TestApp) -> TcpStream {
+    let mut raw = TcpStream::connect(("127.0.0.1", app.grpc_port))
+        .await
+        .expect("connect");
+    raw.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .expect("preface");
+    raw
+}
+
+/// Everything `raw` receives until the server closes it, or `None` if it is still open
+/// after `within`.
+async fn closed_within(raw: &mut TcpStream, within: Duration) -> Option<Vec<u8>> {
+    let mut seen = Vec::new();
+    tokio::time::timeout(within, async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match raw.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .ok()
+    .map(|()| seen)
+}
+
 #[tokio::test]
-async fn connections_past_http_max_connections_are_refused_and_the_open_ones_served() {
+async fn at_http_max_connections_the_longest_idle_connection_makes_room() {
     let app = spawn_app_with(|c| {
-        c.set("HTTP_MAX_CONNECTIONS", "2");
+        c.set("HTTP_MAX_CONNECTIONS", "3");
     })
     .await;
-    let mut first = own_connection(&app).await.expect("first connection");
-    let mut second = own_connection(&app).await.expect("second connection");
-    refresh(&mut first).await.expect("first served");
-    refresh(&mut second).await.expect("second served");
+    // Three peers that hold a connection open and never call fill the cap.
+    let mut oldest = preface_only(&app).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut idle = vec![preface_only(&app).await, preface_only(&app).await];
+    tokio::time::sleep(Duration::from_millis(50)).await;
 
-    // The third is closed at once: its handshake or its first call fails.
+    // Centrifugo still gets in: the connection idle the longest is closed for it.
+    let mut client = own_connection(&app).await.expect("a connection");
+    refresh(&mut client).await.expect("served at the cap");
+    let seen = closed_within(&mut oldest, Duration::from_secs(5)).await;
+    assert!(
+        seen.is_some_and(|seen| frame_types(&seen).contains(&7)),
+        "the oldest idle connection was not closed with GOAWAY"
+    );
+    for raw in &mut idle {
+        assert!(closed_within(raw, Duration::from_millis(100))
+            .await
+            .is_none());
+    }
+    assert_eq!(
+        app.metric("realtime_http_connections_evicted_total{transport=\"grpc\"}")
+            .await,
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn at_http_max_connections_with_every_connection_busy_a_new_one_is_refused() {
+    let app = spawn_app_with(|c| {
+        c.set("HTTP_MAX_CONNECTIONS", "2")
+            .set("IDENTITY_VALIDATE_DEADLINE_MS", "10000");
+    })
+    .await;
+    app.identity.stall(Duration::from_millis(1500));
+    let mut busy = tokio::task::JoinSet::new();
+    for ticket in ["edge-busy-1", "edge-busy-2"] {
+        app.identity
+            .add_ticket(ticket, crate::fake_identity::Scripted::success("u-busy"));
+        let mut client = own_connection(&app).await.expect("a connection");
+        busy.spawn(async move {
+            client
+                .connect(signed(Call::connect(ticket).connect_message()))
+                .await
+                .map(|r| r.into_inner().body())
+        });
+    }
+    crate::helpers::eventually("both connects in flight", async || {
+        app.identity.seen().len() >= 2
+    })
+    .await;
     let third = match own_connection(&app).await {
         Ok(mut client) => refresh(&mut client)
             .await
@@ -51,21 +124,64 @@ async fn connections_past_http_max_connections_are_refused_and_the_open_ones_ser
         Err(e) => Err(e),
     };
     assert!(third.is_err(), "a third connection was served");
-
-    // The open ones are unaffected; once one closes, there is room again.
-    refresh(&mut first).await.expect("first still served");
-    drop(second);
-    let mut again = None;
-    for _ in 0..50 {
-        if let Ok(mut client) = own_connection(&app).await {
-            if refresh(&mut client).await.is_ok() {
-                again = Some(client);
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    while let Some(answer) = busy.join_next().await {
+        let answer = answer.expect("task").expect("status OK");
+        assert_eq!(answer["result"]["user"], "u-busy", "{answer}");
     }
-    assert!(again.is_some(), "no room after a connection closed");
+    assert_eq!(
+        app.metric("realtime_http_connections_evicted_total{transport=\"grpc\"}")
+            .await,
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn a_connection_without_an_authenticated_call_gets_the_short_idle_timeout() {
+    let app = spawn_app_with(|c| {
+        c.set("HTTP_IDLE_TIMEOUT_MS", "60000")
+            .set("HTTP_HEADER_READ_TIMEOUT_MS", "300");
+    })
+    .await;
+    // Nothing after the preface: GOAWAY after the head timeout, not the idle timeout.
+    let mut raw = preface_only(&app).await;
+    let seen = closed_within(&mut raw, Duration::from_secs(5))
+        .await
+        .expect("closed long before HTTP_IDLE_TIMEOUT_MS");
+    assert!(frame_types(&seen).contains(&7), "no GOAWAY in {seen:?}");
+
+    // Only unauthenticated calls: the same.
+    let mut sender = crate::grpc_raw::h2_connection(&app).await;
+    let wrong = crate::grpc_raw::grpc_request(
+        &app,
+        "Refresh",
+        &[(realtime_service::transport::grpc::SECRET_METADATA, "wrong")],
+    );
+    let (response, _) = sender.send_request(wrong, true).expect("sent");
+    assert_eq!(response.await.expect("answered").status().as_u16(), 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let still_open = match sender.clone().ready().await {
+        Ok(mut ready) => ready
+            .send_request(crate::grpc_raw::grpc_request(&app, "Refresh", &[]), true)
+            .is_ok(),
+        Err(_) => false,
+    };
+    assert!(!still_open, "the unauthenticated connection is still open");
+
+    // An authenticated call earns the long idle timeout: the same connection serves again.
+    let mut sender = crate::grpc_raw::h2_connection(&app).await;
+    let message = prost::Message::encode_to_vec(&Call::connect("edge").refresh_message());
+    let request = crate::grpc_raw::grpc_request(&app, "Refresh", &[]);
+    let (response, mut body) = sender.send_request(request, false).expect("sent");
+    body.send_data(crate::grpc_raw::framed(0, &message), true)
+        .expect("body");
+    assert_eq!(response.await.expect("answered").status().as_u16(), 200);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let request = crate::grpc_raw::grpc_request(&app, "Refresh", &[]);
+    let mut sender = sender.ready().await.expect("still open");
+    let (response, mut body) = sender.send_request(request, false).expect("sent again");
+    body.send_data(crate::grpc_raw::framed(0, &message), true)
+        .expect("body");
+    assert_eq!(response.await.expect("answered").status().as_u16(), 200);
 }
 
 #[tokio::test]
@@ -143,4 +259,89 @@ async fn a_request_that_is_not_grpc_gets_415_and_reaches_nothing() {
     let response = response.await.expect("a response");
     assert_eq!(response.status().as_u16(), 415);
     assert_eq!(app.identity.calls(), 0);
+}
+
+/// Log lines written to memory, for a test's own subscriber.
+#[derive(Clone, Default)]
+struct Lines(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Lines {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn unauthenticated_calls_are_all_counted_and_logged_at_most_once_per_interval() {
+    // The app's gRPC shards log where the thread that starts them does: here.
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let _logs = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
+    let app = spawn_app_with(|_| {}).await;
+    let mut client = app.grpc();
+    for _ in 0..40 {
+        let answer = crate::grpc_support::Call::connect("edge")
+            .grpc_via(&mut client, crate::grpc_support::Kind::Refresh, &["wrong"])
+            .await
+            .expect("status OK");
+        assert_eq!(answer["disconnect"]["code"], 4401, "{answer}");
+    }
+    assert_eq!(
+        app.metric("realtime_proxy_signature_rejections_total")
+            .await,
+        40.0
+    );
+    let text = String::from_utf8_lossy(&lines.0.lock().unwrap()).into_owned();
+    assert_eq!(
+        text.matches("request authentication failed").count(),
+        1,
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn connections_closed_for_rapid_resets_are_logged_at_most_once_per_interval() {
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let _logs = tracing::subscriber::set_default(
+        tracing_subscriber::fmt()
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish(),
+    );
+    let app = spawn_app_with(|_| {}).await;
+    for _ in 0..3 {
+        let sender = crate::grpc_raw::h2_connection(&app).await;
+        // Streams opened and reset at once, faster than they are accepted.
+        for _ in 0..200 {
+            let Ok(mut ready) = sender.clone().ready().await else {
+                break;
+            };
+            let request = crate::grpc_raw::grpc_request(&app, "Refresh", &[]);
+            let Ok((_, mut stream)) = ready.send_request(request, false) else {
+                break;
+            };
+            stream.send_reset(h2::Reason::CANCEL);
+        }
+        crate::helpers::eventually("the connection is closed", async || {
+            sender.clone().ready().await.is_err()
+        })
+        .await;
+    }
+    let text = String::from_utf8_lossy(&lines.0.lock().unwrap()).into_owned();
+    assert_eq!(
+        text.matches("gRPC connection closed: too many streams reset")
+            .count(),
+        1,
+        "{text}"
+    );
 }

@@ -23,8 +23,8 @@ const OUTCOMES: [(Kind, &str); 6] = [
     (Kind::Rpc, "method_not_found"),
 ];
 
-/// Every proxy type's duration count and decision count stand at `grpc` over gRPC and
-/// `http` over HTTP.
+/// Every proxy type's duration count, request count (status 200) and decision count stand
+/// at `grpc` over gRPC and `http` over HTTP.
 async fn assert_counts(app: &TestApp, grpc: f64, http: f64) {
     for (kind, outcome) in OUTCOMES {
         for (transport, want) in [("grpc", grpc), ("http", http)] {
@@ -34,17 +34,82 @@ async fn assert_counts(app: &TestApp, grpc: f64, http: f64) {
                     kind.route()
                 ))
                 .await;
+            let requests = requests(app, kind, "200", transport).await;
             let decided = match kind {
                 Kind::Connect => connect_outcome(app, outcome, transport).await,
                 _ => decisions(app, kind, outcome, transport).await,
             };
             assert_eq!(
-                (durations, decided),
-                (want, want),
+                (durations, requests, decided),
+                (want, want, want),
                 "{kind:?} over {transport}"
             );
         }
     }
+}
+
+/// `realtime_proxy_requests_total` for `kind` answered `status` over `transport`.
+async fn requests(app: &TestApp, kind: Kind, status: &str, transport: &str) -> f64 {
+    app.metric(&format!(
+        "realtime_proxy_requests_total{{proxy=\"{}\",status=\"{status}\",transport=\"{transport}\"}}",
+        kind.route()
+    ))
+    .await
+}
+
+#[tokio::test]
+async fn grpc_calls_are_counted_with_the_status_the_same_answer_has_over_http() {
+    let app = spawn_app_with(|c| {
+        c.set("IDENTITY_VALIDATE_DEADLINE_MS", "10000");
+    })
+    .await;
+    // Refused by authentication: 401, as over HTTP.
+    let refused = Call::connect("ops-401")
+        .grpc_via(&mut app.grpc(), Kind::Refresh, &["wrong"])
+        .await
+        .expect("status OK");
+    assert_eq!(refused["disconnect"]["code"], 4401, "{refused}");
+    assert_eq!(requests(&app, Kind::Refresh, "401", "grpc").await, 1.0);
+    // identity-service unavailable: connect's 503, which the 5xx alert reads.
+    app.identity.fail_with(Code::Unavailable);
+    Call::connect("ops-503").grpc(&app, Kind::Connect).await;
+    assert_eq!(requests(&app, Kind::Connect, "503", "grpc").await, 1.0);
+    // The call's own deadline expired first: 504.
+    app.identity.stall(Duration::from_secs(2));
+    app.identity
+        .add_ticket("ops-504", Scripted::success("u-ops"));
+    let message = prost::Message::encode_to_vec(&Call::connect("ops-504").connect_message());
+    let answer = crate::grpc_raw::raw_call(
+        &app,
+        crate::grpc_raw::grpc_request(&app, "Connect", &[("grpc-timeout", "200m")]),
+        crate::grpc_raw::framed(0, &message),
+    )
+    .await;
+    assert_eq!(answer.grpc_status(), "4", "{answer:?}");
+    assert_eq!(requests(&app, Kind::Connect, "504", "grpc").await, 1.0);
+    // Reset by the client before its answer: 499.
+    let before = requests(&app, Kind::Connect, "499", "grpc").await;
+    app.identity
+        .add_ticket("ops-499", Scripted::success("u-ops"));
+    let mut sender = crate::grpc_raw::h2_connection(&app).await;
+    let message = prost::Message::encode_to_vec(&Call::connect("ops-499").connect_message());
+    let (_response, mut stream) = sender
+        .send_request(crate::grpc_raw::grpc_request(&app, "Connect", &[]), false)
+        .expect("sent");
+    stream
+        .send_data(crate::grpc_raw::framed(0, &message), true)
+        .expect("body");
+    eventually("the call reaches identity-service", async || {
+        app.identity.seen().iter().any(|c| c.ticket == "ops-499")
+    })
+    .await;
+    stream.send_reset(h2::Reason::CANCEL);
+    eventually("the reset call is counted", async || {
+        requests(&app, Kind::Connect, "499", "grpc").await == before + 1.0
+    })
+    .await;
+    // None of it touched the HTTP series.
+    assert_eq!(requests(&app, Kind::Connect, "503", "http").await, 0.0);
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@
 //! `grpc.static_metadata`), in every mode but `none`: nobody signs a protobuf body.
 
 mod message;
+mod peer;
 pub mod proto;
 mod serve;
 pub mod shard;
@@ -22,22 +23,26 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use opentelemetry::propagation::Extractor;
+use prometheus::IntCounter;
 use prost::Message;
 use tokio::net::TcpListener;
+use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
-use tonic::codegen::http::HeaderMap;
+use tonic::codegen::http::{HeaderMap, StatusCode};
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::http::auth::ProxyAuth;
+use super::http::error::connect_status;
 use super::http::limits::InflightLimit;
 use crate::config::{ConfigError, GrpcTls};
 use crate::metrics::Metrics;
 use crate::proxy::{ProxyKind, Reply, Transport::Grpc};
 use crate::service::ProxyService;
 use message::frame;
+pub use peer::Warnings;
 use serve::Body;
 pub use serve::{parse_grpc_timeout, GrpcLimits};
 pub use shard::Shards;
@@ -54,17 +59,26 @@ pub struct GrpcProxy {
     metrics: Metrics,
     /// `PROXY_MAX_INFLIGHT`, shared with HTTP: the same bound on work in progress.
     inflight: InflightLimit,
+    /// Shared by every shard: one listener, one rate for its WARNs.
+    warnings: Arc<Warnings>,
 }
 
 impl GrpcProxy {
-    /// `auth` is the HTTP edge's check, cloned: both share one set of secrets.
-    pub fn new(service: ProxyService, auth: ProxyAuth, inflight: InflightLimit) -> Self {
+    /// `auth` is the HTTP edge's check, cloned: both share one set of secrets. `warnings`
+    /// is shared by the listener's shards.
+    pub fn new(
+        service: ProxyService,
+        auth: ProxyAuth,
+        inflight: InflightLimit,
+        warnings: Arc<Warnings>,
+    ) -> Self {
         let metrics = service.metrics().clone();
         Self {
             service,
             auth,
             metrics,
             inflight,
+            warnings,
         }
     }
 
@@ -84,9 +98,10 @@ impl GrpcProxy {
                     ProxyKind::Connect,
                     m,
                     body,
-                    async |r: proto::ConnectRequest| -> proto::ConnectResponse {
+                    async |r: proto::ConnectRequest| -> (proto::ConnectResponse, StatusCode) {
                         let decision = self.service.connect(Grpc, &wire::connect(&r)).await;
-                        wire::encode(decision.reply, wire::connect_result)
+                        let status = connect_status(decision.outcome);
+                        (wire::encode(decision.reply, wire::connect_result), status)
                     },
                 )
                 .await
@@ -96,9 +111,12 @@ impl GrpcProxy {
                     ProxyKind::Refresh,
                     m,
                     body,
-                    async |r: proto::RefreshRequest| -> proto::RefreshResponse {
+                    async |r: proto::RefreshRequest| -> (proto::RefreshResponse, StatusCode) {
                         let decision = self.service.refresh(Grpc, &wire::refresh(&r));
-                        wire::encode(decision.reply, wire::refresh_result)
+                        (
+                            wire::encode(decision.reply, wire::refresh_result),
+                            StatusCode::OK,
+                        )
                     },
                 )
                 .await
@@ -108,9 +126,12 @@ impl GrpcProxy {
                     ProxyKind::Subscribe,
                     m,
                     body,
-                    async |r: proto::SubscribeRequest| -> proto::SubscribeResponse {
+                    async |r: proto::SubscribeRequest| -> (proto::SubscribeResponse, StatusCode) {
                         let decision = self.service.subscribe(Grpc, &wire::subscribe(&r));
-                        wire::encode(decision.reply, wire::subscribe_result)
+                        (
+                            wire::encode(decision.reply, wire::subscribe_result),
+                            StatusCode::OK,
+                        )
                     },
                 )
                 .await
@@ -120,9 +141,12 @@ impl GrpcProxy {
                     ProxyKind::Publish,
                     m,
                     body,
-                    async |r: proto::PublishRequest| -> proto::PublishResponse {
+                    async |r: proto::PublishRequest| -> (proto::PublishResponse, StatusCode) {
                         let decision = self.service.publish(Grpc, &wire::publish(&r)).await;
-                        wire::encode(decision.reply, wire::publish_result)
+                        (
+                            wire::encode(decision.reply, wire::publish_result),
+                            StatusCode::OK,
+                        )
                     },
                 )
                 .await
@@ -132,9 +156,12 @@ impl GrpcProxy {
                     ProxyKind::Rpc,
                     m,
                     body,
-                    async |r: proto::RpcRequest| -> proto::RpcResponse {
+                    async |r: proto::RpcRequest| -> (proto::RpcResponse, StatusCode) {
                         let decision = self.service.rpc(Grpc, &wire::rpc(&r)).await;
-                        wire::encode(decision.reply, wire::rpc_result)
+                        (
+                            wire::encode(decision.reply, wire::rpc_result),
+                            StatusCode::OK,
+                        )
                     },
                 )
                 .await
@@ -144,9 +171,12 @@ impl GrpcProxy {
                     ProxyKind::SubRefresh,
                     m,
                     body,
-                    async |r: proto::SubRefreshRequest| -> proto::SubRefreshResponse {
+                    async |r: proto::SubRefreshRequest| -> (proto::SubRefreshResponse, StatusCode) {
                         let decision = self.service.sub_refresh(Grpc, &wire::sub_refresh(&r));
-                        wire::encode(decision.reply, wire::sub_refresh_result)
+                        (
+                            wire::encode(decision.reply, wire::sub_refresh_result),
+                            StatusCode::OK,
+                        )
                     },
                 )
                 .await
@@ -160,14 +190,14 @@ impl GrpcProxy {
     }
 
     /// What every method does around its use case: a span that continues the caller's
-    /// trace, authentication before anything is read, the in-flight bound, the size limit,
-    /// and the duration metric.
+    /// trace, the call's deadline, authentication before anything is read, the in-flight
+    /// bound, the size limit, and the request and duration metrics.
     async fn call<Req: Message + Default, Resp: Envelope + Message>(
         &self,
         kind: ProxyKind,
         metadata: &MetadataMap,
         body: &mut Body,
-        run: impl AsyncFnOnce(Req) -> Resp,
+        run: impl AsyncFnOnce(Req) -> (Resp, StatusCode),
     ) -> Result<Bytes, Status> {
         let span = tracing::info_span!(
             "proxy",
@@ -186,41 +216,82 @@ impl GrpcProxy {
             let _ = span.set_parent(parent);
         }
         let started = Instant::now();
-        let response: Result<Resp, Status> = async {
-            if let Err(reason) = self.authenticate(metadata) {
-                self.metrics
-                    .auth_rejections
-                    .with_label_values(&[reason.as_str()])
-                    .inc();
-                tracing::warn!(
-                    reason = reason.as_str(),
-                    "proxy call refused: request authentication failed: {reason}"
-                );
-                return Ok(wire::encode(Reply::<Resp::Result>::unauthorized(), |r| r));
-            }
-            let Some(_permit) = self.inflight.try_acquire() else {
-                return Ok(wire::encode(
-                    Reply::<Resp::Result>::too_many_requests(),
-                    |r| r,
-                ));
-            };
-            let message = match body.message().await? {
-                message::Message::Bytes(bytes) => bytes,
-                message::Message::TooLarge => {
-                    tracing::warn!("proxy call refused: message larger than PROXY_MAX_BODY_BYTES (as sent or decompressed)");
-                    return Ok(wire::encode(Reply::<Resp::Result>::bad_request(), |r| r));
-                }
-            };
-            let request = Req::decode(message).map_err(|e| {
-                Status::internal(format!("failed to decode the request message: {e}"))
-            })?;
-            Ok(run(request).await)
-        }
-        .instrument(span)
-        .await;
+        // Counted however the call ends: dropped before an answer, it was reset by the client.
+        let mut counted = Counted {
+            metrics: &self.metrics,
+            kind,
+            status: None,
+        };
+        let deadline = body.deadline();
+        let (response, status) = timeout(deadline, self.answer(metadata, body, run))
+            .instrument(span)
+            .await
+            .unwrap_or_else(|_| {
+                (
+                    Err(Status::deadline_exceeded("the call's deadline expired")),
+                    StatusCode::GATEWAY_TIMEOUT,
+                )
+            });
+        counted.status = Some(status);
         self.metrics
             .observe_proxy_duration(kind, Grpc, started.elapsed().as_secs_f64());
         response.map(|r| frame(&r))
+    }
+
+    /// The answer, with the HTTP status the same answer has over HTTP (for the metric).
+    async fn answer<Req: Message + Default, Resp: Envelope + Message>(
+        &self,
+        metadata: &MetadataMap,
+        body: &mut Body,
+        run: impl AsyncFnOnce(Req) -> (Resp, StatusCode),
+    ) -> (Result<Resp, Status>, StatusCode) {
+        let refused = |reply: Reply<Resp::Result>, status| (Ok(wire::encode(reply, |r| r)), status);
+        if let Err(reason) = self.authenticate(metadata) {
+            self.metrics
+                .auth_rejections
+                .with_label_values(&[reason.as_str()])
+                .inc();
+            // Every one is counted; the log line is rate-limited, since a peer can send
+            // thousands a second on one connection.
+            if let Some(more) = self.warnings.unauthenticated() {
+                tracing::warn!(
+                    reason = reason.as_str(),
+                    refused_since_last = more,
+                    "proxy call refused: request authentication failed: {reason}"
+                );
+            }
+            return refused(Reply::unauthorized(), StatusCode::UNAUTHORIZED);
+        }
+        body.authenticated();
+        let Some(_permit) = self.inflight.try_acquire() else {
+            return refused(Reply::too_many_requests(), StatusCode::TOO_MANY_REQUESTS);
+        };
+        let message = match body.message().await {
+            Ok(message::Message::Bytes(bytes)) => bytes,
+            Ok(message::Message::TooLarge) => {
+                tracing::warn!("proxy call refused: message larger than PROXY_MAX_BODY_BYTES (as sent or decompressed)");
+                return refused(Reply::bad_request(), StatusCode::PAYLOAD_TOO_LARGE);
+            }
+            Err(status) => {
+                let http = match status.code() {
+                    tonic::Code::DeadlineExceeded => StatusCode::REQUEST_TIMEOUT,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                return (Err(status), http);
+            }
+        };
+        match Req::decode(message) {
+            Ok(request) => {
+                let (response, status) = run(request).await;
+                (Ok(response), status)
+            }
+            Err(e) => (
+                Err(Status::internal(format!(
+                    "failed to decode the request message: {e}"
+                ))),
+                StatusCode::BAD_REQUEST,
+            ),
+        }
     }
 
     fn authenticate(&self, metadata: &MetadataMap) -> Result<(), crate::proxy::AuthFailure> {
@@ -299,6 +370,8 @@ pub struct GrpcServer {
     shards: Shards<GrpcProxy>,
     tls: Option<TlsAcceptor>,
     limits: GrpcLimits,
+    /// `realtime_http_connections_evicted_total{transport="grpc"}`.
+    evictions: IntCounter,
 }
 
 impl GrpcServer {
@@ -307,12 +380,14 @@ impl GrpcServer {
         shards: Shards<GrpcProxy>,
         tls: Option<TlsAcceptor>,
         limits: GrpcLimits,
+        evictions: IntCounter,
     ) -> Self {
         Self {
             listener,
             shards,
             tls,
             limits,
+            evictions,
         }
     }
 
@@ -328,7 +403,35 @@ impl GrpcServer {
     /// Serves until `stop` resolves, then stops accepting and finishes in-flight calls.
     /// Dropping the future cuts the calls still running and stops the shards.
     pub async fn run(self, stop: impl Future<Output = ()>) {
-        serve::serve(self.listener, &self.shards, self.tls, self.limits, stop).await;
+        serve::serve(
+            self.listener,
+            &self.shards,
+            self.tls,
+            self.limits,
+            self.evictions,
+            stop,
+        )
+        .await;
+    }
+}
+
+/// Counts a call in `realtime_proxy_requests_total` when it ends, however it ends.
+struct Counted<'a> {
+    metrics: &'a Metrics,
+    kind: ProxyKind,
+    /// The status its answer has over HTTP; `None` if it was dropped before answering.
+    status: Option<StatusCode>,
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        // 499, nginx's "client closed request": the only way a call ends unanswered is a
+        // reset stream (or the listener cutting it at shutdown).
+        let status = match &self.status {
+            Some(status) => status.as_str(),
+            None => "499",
+        };
+        self.metrics.count_proxy_request(self.kind, status, Grpc);
     }
 }
 

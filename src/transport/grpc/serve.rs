@@ -26,7 +26,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use h2::server::SendResponse;
-use h2::RecvStream;
+use h2::{Reason, RecvStream};
+use prometheus::IntCounter;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -39,10 +40,12 @@ use tonic::codegen::http::{
 use tonic::Status;
 
 use super::message::{self, Encoding, Message, ACCEPTED_ENCODINGS};
+use super::peer::Peer;
 use super::proto::centrifugo_proxy_server::SERVICE_NAME;
 use super::shard::Shards;
 use super::GrpcProxy;
 use crate::log_limit::LogLimit;
+use crate::transport::http::serve::table::{Open, Room, Table};
 use crate::transport::http::serve::ServeLimits;
 
 /// Named once: a name given as a string is parsed and checked on every insert.
@@ -56,6 +59,8 @@ const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// One WARN about refused connections or failed accepts at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(5);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// How long an evicted connection may take to flush its GOAWAY before it is dropped.
+const EVICTED_GRACE: Duration = Duration::from_secs(1);
 
 /// The bounds of the loop, from the HTTP listener's settings.
 #[derive(Debug, Clone, Copy)]
@@ -74,12 +79,16 @@ pub async fn serve(
     shards: &Shards<GrpcProxy>,
     tls: Option<TlsAcceptor>,
     limits: GrpcLimits,
+    evictions: IntCounter,
     stop: impl Future<Output = ()>,
 ) {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
+    let table: Table<Peer> = Table::default();
+    let mut next_id: u64 = 0;
     let mut refused_warn = LogLimit::new(WARN_EVERY);
     let mut accept_warn = LogLimit::new(WARN_EVERY);
+    let max = limits.serve.max_connections;
     tokio::pin!(stop);
     loop {
         tokio::select! {
@@ -87,26 +96,51 @@ pub async fn serve(
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((socket, _)) => {
-                    if connections.len() >= limits.serve.max_connections {
-                        if let Some(more) = refused_warn.admit(std::time::Instant::now()) {
-                            tracing::warn!(
-                                refused_since_last = more,
-                                "gRPC connection refused: HTTP_MAX_CONNECTIONS are open"
-                            );
+                    match table.make_room(max) {
+                        Room::Free => {}
+                        room @ (Room::Evicted | Room::Freeing) => {
+                            if room == Room::Evicted {
+                                evictions.inc();
+                            }
+                            // As on the HTTP listener: this one waits until the evicted
+                            // socket is closed, so descriptors never pass the cap by more
+                            // than one.
+                            let room = async {
+                                while !table.has_room(max) {
+                                    table.freed().await;
+                                }
+                            };
+                            tokio::select! {
+                                () = &mut stop => break,
+                                () = room => {}
+                            }
                         }
-                        continue;
+                        Room::Full => {
+                            if let Some(more) = refused_warn.admit(std::time::Instant::now()) {
+                                tracing::warn!(
+                                    refused_since_last = more,
+                                    "gRPC connection refused: HTTP_MAX_CONNECTIONS are open, all with calls in flight"
+                                );
+                            }
+                            continue;
+                        }
                     }
                     let _ = socket.set_nodelay(true);
                     // Moved to its shard's reactor: readiness then wakes that thread alone.
                     let Ok(socket) = socket.into_std() else {
                         continue;
                     };
+                    next_id += 1;
+                    let peer = Arc::new(Peer::new(Instant::now()));
+                    table.add(next_id, peer.clone());
+                    let open = Open { table: table.clone(), id: next_id, gauge: None };
                     let shard = shards.next();
                     let (tls, stop) = (tls.clone(), stop_rx.clone());
                     connections.spawn_on(
                         async move {
+                            let _open = open;
                             match TcpStream::from_std(socket) {
-                                Ok(socket) => connection(socket, shard.state, tls, limits, stop).await,
+                                Ok(socket) => connection(socket, shard.state, &peer, tls, limits, stop).await,
                                 Err(e) => tracing::debug!(error = %e, "gRPC connection not registered"),
                             }
                         },
@@ -131,15 +165,16 @@ pub async fn serve(
 async fn connection(
     socket: TcpStream,
     proxy: Arc<GrpcProxy>,
+    peer: &Peer,
     tls: Option<TlsAcceptor>,
     limits: GrpcLimits,
     stop: watch::Receiver<bool>,
 ) {
     match tls {
-        None => serve_connection(socket, &proxy, limits, stop).await,
+        None => serve_connection(socket, &proxy, peer, limits, stop).await,
         Some(acceptor) => {
             match timeout(limits.serve.header_read_timeout, acceptor.accept(socket)).await {
-                Ok(Ok(stream)) => serve_connection(stream, &proxy, limits, stop).await,
+                Ok(Ok(stream)) => serve_connection(stream, &proxy, peer, limits, stop).await,
                 Ok(Err(e)) => tracing::debug!(error = %e, "gRPC TLS handshake failed"),
                 Err(_) => tracing::debug!("gRPC TLS handshake timed out"),
             }
@@ -147,9 +182,21 @@ async fn connection(
     }
 }
 
+/// How long a connection may sit with no call in flight: `HTTP_IDLE_TIMEOUT_MS` once it has
+/// made an authenticated call, `HTTP_HEADER_READ_TIMEOUT_MS` before (Centrifugo calls as soon
+/// as it connects; a peer that only holds a socket open gets no longer than a slow head).
+fn idle_limit(limits: &GrpcLimits, authenticated: bool) -> Duration {
+    if authenticated {
+        limits.serve.idle_timeout
+    } else {
+        limits.serve.header_read_timeout
+    }
+}
+
 async fn serve_connection<T>(
     io: T,
     proxy: &GrpcProxy,
+    peer: &Peer,
     limits: GrpcLimits,
     mut stop: watch::Receiver<bool>,
 ) where
@@ -179,11 +226,14 @@ async fn serve_connection<T>(
         }
     };
     let mut calls = FuturesUnordered::new();
+    // Whether any call on this connection has passed authentication: until then the idle
+    // limit is the short one.
+    let mut authenticated = false;
     // Open: `timer` is the idle deadline (re-armed when the last call ends). Closing (GOAWAY
     // sent): `timer` is the grace after which the connection is dropped, since h2's graceful
     // close waits for the peer's answer to a PING, which a dead or hostile peer never sends.
     let mut closing = false;
-    let timer = sleep(limits.serve.idle_timeout);
+    let timer = sleep(idle_limit(&limits, false));
     tokio::pin!(timer);
     loop {
         if !closing && *stop.borrow() {
@@ -195,25 +245,45 @@ async fn serve_connection<T>(
         }
         tokio::select! {
             accepted = conn.accept() => match accepted {
-                Some(Ok((request, respond))) => calls.push(call(proxy, request, respond, limits)),
+                Some(Ok((request, respond))) => {
+                    if calls.is_empty() {
+                        peer.busy();
+                    }
+                    calls.push(call(proxy, request, respond, limits));
+                }
                 Some(Err(e)) => {
-                    tracing::debug!(error = %e, "gRPC connection error");
+                    connection_error(proxy, &e);
                     break;
                 }
                 // The peer closed, or GOAWAY was sent and every stream has finished.
                 None => break,
             },
-            Some(()) = calls.next(), if !calls.is_empty() => {
+            Some(authed) = calls.next(), if !calls.is_empty() => {
+                authenticated |= authed;
                 // Finish every call that is ready before h2 next writes: answers that are
                 // ready together then leave in one write instead of one write each.
                 std::future::poll_fn(|cx| {
-                    while let Poll::Ready(Some(())) = calls.poll_next_unpin(cx) {}
+                    while let Poll::Ready(Some(authed)) = calls.poll_next_unpin(cx) {
+                        authenticated |= authed;
+                    }
                     Poll::Ready(())
                 })
                 .await;
-                if calls.is_empty() && !closing {
-                    timer.as_mut().reset(Instant::now() + limits.serve.idle_timeout);
+                if calls.is_empty() {
+                    let now = Instant::now();
+                    peer.idle(now);
+                    if !closing {
+                        timer.as_mut().reset(now + idle_limit(&limits, authenticated));
+                    }
                 }
+            }
+            () = peer.evicted(), if !closing => {
+                // Chosen while idle, to make room under HTTP_MAX_CONNECTIONS: closed at once
+                // (GOAWAY without waiting for a PING answer), so the slot frees promptly.
+                tracing::debug!("gRPC connection evicted: idle the longest at HTTP_MAX_CONNECTIONS");
+                closing = true;
+                conn.abrupt_shutdown(Reason::NO_ERROR);
+                timer.as_mut().reset(Instant::now() + EVICTED_GRACE);
             }
             changed = stop.changed(), if !closing => {
                 // A closed channel means the listener is gone: stop as for the signal.
@@ -230,8 +300,8 @@ async fn serve_connection<T>(
                     tracing::debug!("gRPC connection dropped: GOAWAY not completed in time");
                     break;
                 }
-                // Nothing in flight for HTTP_IDLE_TIMEOUT_MS: GOAWAY, with the head timeout
-                // as the grace for the peer's answer.
+                // Nothing in flight for the idle limit: GOAWAY, with the head timeout as the
+                // grace for the peer's answer.
                 closing = true;
                 conn.graceful_shutdown();
                 timer
@@ -242,13 +312,29 @@ async fn serve_connection<T>(
     }
 }
 
-/// One call: the method, its deadline, the answer.
+/// A connection h2 closed on an error: a WARN (rate-limited across the listener) when the
+/// peer reset more streams than allowed, a DEBUG line for anything else.
+fn connection_error(proxy: &GrpcProxy, e: &h2::Error) {
+    if e.reason() == Some(Reason::ENHANCE_YOUR_CALM) {
+        if let Some(more) = proxy.warnings.resets() {
+            tracing::warn!(
+                error = %e,
+                closed_since_last = more,
+                "gRPC connection closed: too many streams reset"
+            );
+        }
+    } else {
+        tracing::debug!(error = %e, "gRPC connection error");
+    }
+}
+
+/// One call: the method, its deadline, the answer. True when it passed authentication.
 async fn call(
     proxy: &GrpcProxy,
     request: Request<RecvStream>,
     mut respond: SendResponse<Bytes>,
     limits: GrpcLimits,
-) {
+) -> bool {
     let (parts, body) = request.into_parts();
     let grpc = parts
         .headers
@@ -257,7 +343,7 @@ async fn call(
     if parts.method != http::Method::POST || !grpc {
         // Not gRPC at all: the status the gRPC over HTTP/2 specification asks for.
         send_http_error(respond, StatusCode::UNSUPPORTED_MEDIA_TYPE);
-        return;
+        return false;
     }
     let method = method_of(parts.uri.path());
     let deadline = parts
@@ -270,21 +356,23 @@ async fn call(
         stream: body,
         encoding: Encoding::of(parts.headers.get(GRPC_ENCODING)),
         limits,
+        deadline,
+        authenticated: false,
     };
-    let work = timeout(deadline, proxy.dispatch(method, parts.headers, &mut body));
+    let work = proxy.dispatch(method, parts.headers, &mut body);
     // A stream the client resets (RST_STREAM: Centrifugo's client gave up, or its deadline
     // passed) drops the call at once: its identity-service call is cancelled too and its
     // in-flight slot freed, instead of running to an answer nobody reads.
     let reset = std::future::poll_fn(|cx| respond.poll_reset(cx));
     let answer = tokio::select! {
-        answer = work => answer
-            .unwrap_or_else(|_| Err(Status::deadline_exceeded("the call's deadline expired"))),
+        answer = work => answer,
         reason = reset => {
             tracing::debug!(reason = ?reason.ok(), "gRPC call cancelled by the client");
-            return;
+            return body.authenticated;
         }
     };
     send(respond, answer);
+    body.authenticated
 }
 
 /// A call's request stream, read on demand (after authentication and the in-flight bound).
@@ -293,9 +381,23 @@ pub struct Body {
     /// `grpc-encoding`: how a message with the compressed flag is to be decoded.
     encoding: Encoding,
     limits: GrpcLimits,
+    /// The call's own deadline (`grpc-timeout`).
+    deadline: Duration,
+    /// Set once the call has passed authentication.
+    authenticated: bool,
 }
 
 impl Body {
+    /// How long the call may take (`grpc-timeout`, 30 s without one).
+    pub fn deadline(&self) -> Duration {
+        self.deadline
+    }
+
+    /// The call passed authentication: its connection is Centrifugo's, not a stranger's.
+    pub fn authenticated(&mut self) {
+        self.authenticated = true;
+    }
+
     /// The one request message, within `HTTP_BODY_READ_TIMEOUT_MS`, buffered and (if
     /// compressed) decompressed only up to `PROXY_MAX_BODY_BYTES`.
     pub async fn message(&mut self) -> Result<Message, Status> {

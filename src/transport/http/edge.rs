@@ -60,7 +60,9 @@ pub async fn proxy(state: AppState, kind: ProxyKind, request: Request) -> Respon
     let status = response.status();
 
     span.record("http.response.status_code", status.as_u16());
-    state.metrics.count_proxy_request(kind, status.as_str());
+    state
+        .metrics
+        .count_proxy_request(kind, status.as_str(), Transport::Http);
     state
         .metrics
         .observe_proxy_duration(kind, Transport::Http, started.elapsed().as_secs_f64());

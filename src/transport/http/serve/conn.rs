@@ -31,7 +31,7 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 use tower_service::Service as _;
 
-use super::table::Open;
+use super::table::{Evictable, Open};
 use super::ServeLimits;
 
 /// hyper refuses a smaller buffer: its first read is this large.
@@ -210,7 +210,7 @@ impl Phase {
 }
 
 /// A connection's phase, shared by its socket wrapper, its requests and its watchdog.
-pub(super) struct Activity {
+pub(crate) struct Activity {
     phase: Mutex<Phase>,
     /// Wakes the watchdog on eviction (phase changes need not: see the module doc).
     evicting: Notify,
@@ -248,16 +248,22 @@ impl Activity {
         self.phase().deadline(limits)
     }
 
-    pub(super) fn evict(&self) {
+    fn is_busy(&self) -> bool {
+        matches!(*self.phase(), Phase::Busy { .. })
+    }
+}
+
+impl Evictable for Activity {
+    fn waiting_since(&self) -> Option<Instant> {
+        self.phase().waiting_since()
+    }
+
+    fn evict(&self) {
         self.evicted.store(true, Ordering::Release);
         self.evicting.notify_one();
     }
 
-    fn is_busy(&self) -> bool {
-        matches!(*self.phase(), Phase::Busy { .. })
-    }
-
-    pub(super) fn is_evicted(&self) -> bool {
+    fn is_evicted(&self) -> bool {
         self.evicted.load(Ordering::Acquire)
     }
 }

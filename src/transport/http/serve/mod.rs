@@ -33,7 +33,7 @@
 //! own, with its own unit tests, that the loop only consults.
 
 mod conn;
-mod table;
+pub(crate) mod table;
 #[cfg(test)]
 pub(crate) mod test_gate;
 #[cfg(test)]
@@ -44,7 +44,7 @@ use std::io;
 use std::time::Duration;
 
 use axum::Router;
-use prometheus::{IntCounter, IntGauge, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
@@ -109,7 +109,10 @@ pub struct ServeMetrics {
     connections: IntGauge,
     /// Connections closed at once because every slot was serving a request.
     refused: IntCounter,
-    /// Connections closed to make room for a new one (they were waiting, not serving).
+    /// Connections closed to make room for a new one (they were waiting, not serving), by
+    /// listener: `transport` is `http` or `grpc`.
+    evicted_by: IntCounterVec,
+    /// The HTTP listener's series of `evicted_by`.
     evicted: IntCounter,
     /// Failed `accept` calls (EMFILE, ENFILE, aborted handshakes, ...).
     accept_errors: IntCounter,
@@ -121,7 +124,17 @@ impl ServeMetrics {
     pub fn new(registry: &Registry) -> Self {
         let counter =
             |name: &str, help: &str| IntCounter::new(name, help).expect("static metric definition");
+        let evicted_by = IntCounterVec::new(
+            Opts::new(
+                "realtime_http_connections_evicted_total",
+                "Waiting connections closed to make room under HTTP_MAX_CONNECTIONS, by listener (transport).",
+            ),
+            &["transport"],
+        )
+        .expect("static metric definition");
         let metrics = Self {
+            evicted: evicted_by.with_label_values(&["http"]),
+            evicted_by,
             connections: IntGauge::new(
                 "realtime_http_connections",
                 "Open HTTP connections.",
@@ -130,10 +143,6 @@ impl ServeMetrics {
             refused: counter(
                 "realtime_http_connections_refused_total",
                 "Connections closed at once because HTTP_MAX_CONNECTIONS were all serving requests.",
-            ),
-            evicted: counter(
-                "realtime_http_connections_evicted_total",
-                "Waiting connections closed to make room under HTTP_MAX_CONNECTIONS.",
             ),
             accept_errors: counter(
                 "realtime_http_accept_errors_total",
@@ -147,7 +156,7 @@ impl ServeMetrics {
         let collectors: [Box<dyn prometheus::core::Collector>; 5] = [
             Box::new(metrics.connections.clone()),
             Box::new(metrics.refused.clone()),
-            Box::new(metrics.evicted.clone()),
+            Box::new(metrics.evicted_by.clone()),
             Box::new(metrics.accept_errors.clone()),
             Box::new(metrics.cut.clone()),
         ];
@@ -157,6 +166,11 @@ impl ServeMetrics {
                 .expect("each metric is registered once");
         }
         metrics
+    }
+
+    /// The gRPC listener's eviction count (`transport="grpc"`).
+    pub fn grpc_evictions(&self) -> IntCounter {
+        self.evicted_by.with_label_values(&["grpc"])
     }
 }
 
@@ -241,7 +255,7 @@ async fn run(
                     next_id += 1;
                     let activity = table.insert(next_id);
                     metrics.connections.inc();
-                    let open = Open { table: table.clone(), id: next_id, gauge: metrics.connections.clone() };
+                    let open = Open { table: table.clone(), id: next_id, gauge: Some(metrics.connections.clone()) };
                     tasks.spawn(serve_connection(stream, router.clone(), activity, limits, stop_rx.clone(), open));
                 }
                 Err(error) => {

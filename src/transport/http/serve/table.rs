@@ -1,6 +1,7 @@
 //! The connections open on one listener. A connection stays listed until its socket is
 //! closed, so the cap counts descriptors actually held, and when the table is full the one
-//! that has waited longest without a request in flight can be chosen to make room.
+//! that has waited longest without a request in flight can be chosen to make room. The gRPC
+//! listener keeps its connections in one too, with its own idea of waiting (`Evictable`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -13,20 +14,42 @@ use super::conn::Activity;
 #[cfg(test)]
 use super::conn::Phase;
 
+/// What the table needs to know of a connection to choose one to close.
+pub(crate) trait Evictable {
+    /// Since when it has been waiting with nothing in flight; `None` while serving.
+    fn waiting_since(&self) -> Option<Instant>;
+    /// Tells it to close.
+    fn evict(&self);
+    fn is_evicted(&self) -> bool;
+}
+
 /// The open connections, by id, for the cap and for eviction. A connection stays in it until
 /// its socket is closed, so its size is the number of descriptors held.
-#[derive(Clone, Default)]
-pub(super) struct Table(Arc<TableInner>);
+pub(crate) struct Table<A = Activity>(Arc<TableInner<A>>);
 
-#[derive(Default)]
-struct TableInner {
-    open: Mutex<HashMap<u64, Arc<Activity>>>,
+impl<A> Clone for Table<A> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+impl<A> Default for Table<A> {
+    fn default() -> Self {
+        Self(Arc::new(TableInner {
+            open: Mutex::new(HashMap::new()),
+            freed: Notify::new(),
+        }))
+    }
+}
+
+struct TableInner<A> {
+    open: Mutex<HashMap<u64, Arc<A>>>,
     /// Signalled each time a connection closes.
     freed: Notify,
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Room {
+pub(crate) enum Room {
     Free,
     /// The longest-waiting connection was just told to close; its slot follows shortly.
     Evicted,
@@ -36,34 +59,40 @@ pub(super) enum Room {
     Full,
 }
 
-impl Table {
-    fn open(&self) -> MutexGuard<'_, HashMap<u64, Arc<Activity>>> {
+impl Table<Activity> {
+    pub(super) fn insert(&self, id: u64) -> Arc<Activity> {
+        let activity = Arc::new(Activity::new(Instant::now()));
+        self.add(id, activity.clone());
+        activity
+    }
+}
+
+impl<A: Evictable> Table<A> {
+    fn open(&self) -> MutexGuard<'_, HashMap<u64, Arc<A>>> {
         self.0.open.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(super) fn insert(&self, id: u64) -> Arc<Activity> {
-        let activity = Arc::new(Activity::new(Instant::now()));
-        self.open().insert(id, activity.clone());
-        activity
+    pub(crate) fn add(&self, id: u64, connection: Arc<A>) {
+        self.open().insert(id, connection);
     }
 
-    pub(super) fn remove(&self, id: u64) {
+    pub(crate) fn remove(&self, id: u64) {
         self.open().remove(&id);
         self.0.freed.notify_one();
     }
 
-    pub(super) fn has_room(&self, max: usize) -> bool {
+    pub(crate) fn has_room(&self, max: usize) -> bool {
         self.open().len() < max
     }
 
     /// Resolves after some connection has closed (possibly before this was called).
-    pub(super) async fn freed(&self) {
+    pub(crate) async fn freed(&self) {
         self.0.freed.notified().await;
     }
 
     /// Makes room for one more connection under `max`. The scan is linear, but only runs
     /// while the table is full.
-    pub(super) fn make_room(&self, max: usize) -> Room {
+    pub(crate) fn make_room(&self, max: usize) -> Room {
         let open = self.open();
         if open.len() < max {
             return Room::Free;
@@ -73,7 +102,7 @@ impl Table {
         }
         let oldest = open
             .values()
-            .filter_map(|activity| Some((activity.phase().waiting_since()?, activity)))
+            .filter_map(|activity| Some((activity.waiting_since()?, activity)))
             .min_by_key(|(since, _)| *since);
         match oldest {
             Some((_, activity)) => {
@@ -83,7 +112,9 @@ impl Table {
             None => Room::Full,
         }
     }
+}
 
+impl Table<Activity> {
     #[cfg(test)]
     pub(super) fn count(&self, matches: impl Fn(Phase) -> bool) -> usize {
         self.open()
@@ -93,16 +124,19 @@ impl Table {
     }
 }
 
-/// Held by a connection task: leaving the table and the gauge happens however it ends.
-pub(super) struct Open {
-    pub(super) table: Table,
-    pub(super) id: u64,
-    pub(super) gauge: IntGauge,
+/// Held by a connection task: leaving the table (and the gauge, if any) happens however it
+/// ends.
+pub(crate) struct Open<A: Evictable = Activity> {
+    pub(crate) table: Table<A>,
+    pub(crate) id: u64,
+    pub(crate) gauge: Option<IntGauge>,
 }
 
-impl Drop for Open {
+impl<A: Evictable> Drop for Open<A> {
     fn drop(&mut self) {
         self.table.remove(self.id);
-        self.gauge.dec();
+        if let Some(gauge) = &self.gauge {
+            gauge.dec();
+        }
     }
 }

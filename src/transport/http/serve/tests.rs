@@ -10,7 +10,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::conn::{Phase, Watchdog, MIN_HEADER_BYTES};
-use super::table::{Room, Table};
+use super::table::{Evictable, Room, Table};
 use super::test_gate::Gate;
 use super::*;
 
@@ -421,7 +421,7 @@ async fn with_the_cap_below_the_limit_new_connections_are_served_however_many_id
     // Served although 150 connections sit idle: the oldest made room.
     assert!(
         child
-            .metric("realtime_http_connections_evicted_total")
+            .metric("realtime_http_connections_evicted_total{transport=\"http\"}")
             .await
             >= 1.0
     );
