@@ -5,17 +5,29 @@
 //! unanswered call means (the ledger claims locally or denies, the limiter decides locally).
 //! The password (from the URL or `REDIS_PASSWORD_FILE`) never appears in `Debug`, `Display`
 //! or a log line.
+//!
+//! A breaker (`breaker`) sits in front of every call: while Redis does not answer, calls fail
+//! at once and one probe at a time asks Redis. A connection Redis dropped (a restart) is
+//! retried once on a fresh one before the call counts as failed. Failures are classified
+//! (`failure`) for the `realtime_redis_errors_total{reason}` metric and for `check-config`.
+
+mod breaker;
+mod failure;
+
+pub use self::breaker::PROBE_INTERVAL;
+pub use self::failure::{Failure, RedisMetrics};
 
 use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::IntoConnectionInfo;
 
+use self::breaker::Breaker;
 use crate::config_error::{invalid, ConfigError};
 
 /// `REDIS_KEY_PREFIX` default.
@@ -134,8 +146,22 @@ fn redact_url(url: &str) -> String {
 pub enum CallError {
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// The breaker is open: not asked at all, a probe is finding out when Redis is back.
+    #[error("Redis is not answering (a probe asks it every {PROBE_INTERVAL:?})")]
+    Down,
     #[error("{0}")]
     Redis(#[from] redis::RedisError),
+}
+
+impl CallError {
+    /// The `reason` of a call that reached (or tried to reach) Redis; `None` for `Down`.
+    pub fn reason(&self) -> Option<Failure> {
+        match self {
+            Self::Timeout(_) => Some(Failure::Timeout),
+            Self::Down => None,
+            Self::Redis(e) => Some(Failure::of(e)),
+        }
+    }
 }
 
 /// Why the client could not be built (a startup error).
@@ -161,6 +187,8 @@ struct Inner {
     timeout: Duration,
     /// Whether the last call got an answer; false until the first one does.
     reachable: AtomicBool,
+    breaker: Breaker,
+    metrics: RedisMetrics,
 }
 
 impl RedisClient {
@@ -201,8 +229,15 @@ impl RedisClient {
                 prefix: config.key_prefix.clone(),
                 timeout: config.timeout,
                 reachable: AtomicBool::new(false),
+                breaker: Breaker::default(),
+                metrics: RedisMetrics::default(),
             }),
         })
+    }
+
+    /// The client's metrics, for the application to register once.
+    pub fn metrics(&self) -> &RedisMetrics {
+        &self.inner.metrics
     }
 
     /// `prefix` + `suffix`: every key this service writes.
@@ -226,47 +261,147 @@ impl RedisClient {
         self.inner.reachable.load(Ordering::Relaxed)
     }
 
-    /// Runs one call on the shared connection, bounded by `REDIS_TIMEOUT_MS`.
+    /// Whether calls go to Redis (the breaker is closed).
+    pub fn available(&self) -> bool {
+        self.inner.breaker.is_closed()
+    }
+
+    /// Returns once calls go to Redis again (at once while they do).
+    pub async fn until_available(&self) {
+        self.inner.breaker.closed().await;
+    }
+
+    /// Runs one call on the shared connection, bounded by `REDIS_TIMEOUT_MS`; fails at once
+    /// while the breaker is open. `f` may run twice: a connection found dropped is retried
+    /// once on the fresh one the manager opens.
     pub async fn call<T, F, Fut>(&self, f: F) -> Result<T, CallError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let outcome = tokio::time::timeout(self.inner.timeout, f(self.inner.manager.clone())).await;
-        let result = match outcome {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(CallError::Redis(e)),
-            Err(_) => Err(CallError::Timeout(self.inner.timeout)),
-        };
-        // "Reachable" means usable: a server error (NOAUTH, OOM, READONLY) fails every call
-        // just as surely as a closed port.
-        let answered = result.is_ok();
-        self.inner.reachable.store(answered, Ordering::Relaxed);
+        if !self.inner.breaker.is_closed() {
+            self.inner.metrics.fast_failures.inc();
+            self.inner.reachable.store(false, Ordering::Relaxed);
+            return Err(CallError::Down);
+        }
+        let result = self.attempt(&f).await;
+        match &result {
+            Ok(_) => self.answered(),
+            Err(e) => self.failed(e),
+        }
         result
+    }
+
+    /// Like `call`, but asked even while the breaker is open: for the few calls that must
+    /// reach Redis as soon as it can (the release of a refused claim, sent right behind it).
+    pub async fn call_through<T, F, Fut>(&self, f: F) -> Result<T, CallError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let result = self.attempt(&f).await;
+        match &result {
+            Ok(_) => self.answered(),
+            Err(e) if self.inner.breaker.is_closed() => self.failed(e),
+            Err(e) => {
+                if let Some(reason) = e.reason() {
+                    self.inner.metrics.failed(reason);
+                }
+            }
+        }
+        result
+    }
+
+    /// One call, and one retry when the connection turns out to have been dropped, both
+    /// within one `REDIS_TIMEOUT_MS`.
+    async fn attempt<T, F, Fut>(&self, f: &F) -> Result<T, CallError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let timeout = self.inner.timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let once = || tokio::time::timeout_at(deadline, f(self.inner.manager.clone()));
+        match once().await {
+            Ok(Ok(value)) => Ok(value),
+            // A restarted Redis closed the connection since the last call: the manager has
+            // started a fresh one, which this retry waits for.
+            Ok(Err(e)) if e.is_connection_dropped() => match once().await {
+                Ok(answer) => answer.map_err(CallError::Redis),
+                Err(_) => Err(CallError::Timeout(timeout)),
+            },
+            Ok(Err(e)) => Err(CallError::Redis(e)),
+            Err(_) => Err(CallError::Timeout(timeout)),
+        }
+    }
+
+    /// "Reachable" means usable: a server error (NOAUTH, OOM, READONLY) fails every call
+    /// just as surely as a closed port.
+    fn failed(&self, e: &CallError) {
+        let inner = &self.inner;
+        inner.reachable.store(false, Ordering::Relaxed);
+        inner.metrics.available.set(0);
+        let reason = e.reason().unwrap_or(Failure::Unreachable);
+        inner.metrics.failed(reason);
+        let opened = inner.breaker.open(Instant::now());
+        if let Some(held_back) = opened.warn {
+            tracing::warn!(
+                reason = reason.as_str(),
+                error = %e,
+                flaps_not_logged = held_back,
+                "Redis does not answer: fallback claims follow FALLBACK_LEDGER_UNAVAILABLE and publishes are limited per replica until it does"
+            );
+        } else if opened.now {
+            tracing::debug!(reason = reason.as_str(), error = %e, "Redis stopped answering again");
+        }
+        if opened.start_probe {
+            spawn_probe(Arc::downgrade(inner));
+        }
+    }
+
+    fn answered(&self) {
+        let inner = &self.inner;
+        inner.reachable.store(true, Ordering::Relaxed);
+        inner.metrics.available.set(1);
+        if inner.breaker.close() {
+            tracing::info!("Redis answers again: claims and publish limits go to Redis");
+        }
     }
 
     /// `PING`: refreshes `reachable`.
     pub async fn ping(&self) -> Result<(), CallError> {
-        self.call(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
-            .await
+        self.call(ping).await
     }
 }
 
-/// "WARN once per streak": the first failure after a success (or after startup) is the one
-/// worth a WARN; the rest of the streak only counts in a metric.
-#[derive(Debug, Default)]
-pub struct Streak(AtomicBool);
+async fn ping(mut c: ConnectionManager) -> redis::RedisResult<()> {
+    redis::cmd("PING").query_async::<()>(&mut c).await
+}
 
-impl Streak {
-    /// Records a failure; true when it starts a streak.
-    pub fn failed(&self) -> bool {
-        !self.0.swap(true, Ordering::Relaxed)
-    }
-
-    /// Records a success; true when it ends a streak.
-    pub fn succeeded(&self) -> bool {
-        self.0.swap(false, Ordering::Relaxed)
-    }
+/// The one probe while the breaker is open: a `PING` every `PROBE_INTERVAL` until Redis
+/// answers (which closes the breaker) or the client is dropped.
+fn spawn_probe(client: Weak<Inner>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(PROBE_INTERVAL).await;
+            let Some(inner) = client.upgrade() else {
+                return;
+            };
+            let client = RedisClient { inner };
+            match client.attempt(&ping).await {
+                Ok(()) => {
+                    // Done before closing: a failure right after the close then starts a
+                    // new probe rather than finding this one still marked running.
+                    client.inner.breaker.probe_done();
+                    client.answered();
+                    return;
+                }
+                // Not counted: the failure that opened the breaker was, and the probe's are
+                // one per interval whatever the traffic.
+                Err(e) => tracing::debug!(error = %e, "Redis probe: no answer yet"),
+            }
+        }
+    });
 }
 
 /// Test helpers: a Redis of the test's own, and unique key prefixes.
@@ -359,6 +494,81 @@ pub(crate) mod testing {
             self.stop();
         }
     }
+
+    /// A TCP proxy in front of a Redis that holds every byte the client sends for a delay
+    /// the test sets (in order): a Redis answering slower than `REDIS_TIMEOUT_MS`.
+    pub struct DelayProxy {
+        pub port: u16,
+        delay_ms: Arc<std::sync::atomic::AtomicU64>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl DelayProxy {
+        pub async fn start(redis_port: u16) -> Self {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let port = listener.local_addr().expect("addr").port();
+            let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let delay = delay_ms.clone();
+            let task = tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let Ok(server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", redis_port)).await
+                    else {
+                        continue;
+                    };
+                    let (mut client_rx, mut client_tx) = client.into_split();
+                    let (mut server_rx, mut server_tx) = server.into_split();
+                    let (queue, mut queued) =
+                        tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+                    let delay = delay.clone();
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(n @ 1..) = client_rx.read(&mut buf).await {
+                            let due = tokio::time::Instant::now()
+                                + Duration::from_millis(delay.load(Ordering::Relaxed));
+                            if queue.send((due, buf[..n].to_vec())).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    tokio::spawn(async move {
+                        while let Some((due, bytes)) = queued.recv().await {
+                            tokio::time::sleep_until(due).await;
+                            if server_tx.write_all(&bytes).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut server_rx, &mut client_tx).await;
+                    });
+                }
+            });
+            Self {
+                port,
+                delay_ms,
+                task,
+            }
+        }
+
+        pub fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}", self.port)
+        }
+
+        pub fn set_delay(&self, delay: Duration) {
+            let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+            self.delay_ms.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    impl Drop for DelayProxy {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
 }
 
 #[cfg(test)]
@@ -416,16 +626,6 @@ mod tests {
         assert_eq!(c.redacted_url(), "rediss://app:***@redis.example:6380/2");
         assert_eq!(redact_url("redis://onlypw@h:1"), "redis://***@h:1");
         assert_eq!(redact_url("redis://h:1/0"), "redis://h:1/0");
-    }
-
-    #[test]
-    fn streak_reports_its_start_and_end_once() {
-        let s = Streak::default();
-        assert!(s.failed());
-        assert!(!s.failed());
-        assert!(s.succeeded());
-        assert!(!s.succeeded());
-        assert!(s.failed());
     }
 
     #[tokio::test]

@@ -41,6 +41,9 @@ pub(super) fn build(
         ),
         None => None,
     };
+    if let Some(client) = &redis {
+        client.metrics().register(metrics.registry());
+    }
     let fallback_metrics = FallbackMetrics::new(metrics.registry());
     let ledger = Ledger::build(
         &config.fallback.store.ledger,

@@ -317,6 +317,17 @@ impl Redis {
         Ok(())
     }
 
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the server: a Redis that holds its
+    /// connections open and answers nothing, as a stalled or overloaded one does.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
