@@ -12,10 +12,14 @@
 //! (`failure`) for the `realtime_redis_errors_total{reason}` metric and for `check-config`.
 
 mod breaker;
+mod check;
 mod failure;
+mod tls;
 
 pub use self::breaker::PROBE_INTERVAL;
+pub use self::check::Variables;
 pub use self::failure::{Failure, RedisMetrics};
+pub use self::tls::TlsFiles;
 
 use std::fmt;
 use std::future::Future;
@@ -36,7 +40,8 @@ pub const DEFAULT_KEY_PREFIX: &str = "realtime:";
 pub const DEFAULT_TIMEOUT_MS: u64 = 100;
 /// A TCP connect plus a TLS handshake can take longer than one command; calls are still
 /// bounded by the command timeout, the connection attempt just goes on in the background.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// `check-config` and the startup check wait this long for each command, connecting included.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where Redis is and how to talk to it. `Debug` never shows the password.
 #[derive(Clone)]
@@ -45,6 +50,8 @@ pub struct RedisConfig {
     url: String,
     /// `REDIS_PASSWORD_FILE`: read at client construction, overrides a password in the URL.
     pub password_file: Option<PathBuf>,
+    /// `REDIS_TLS_CA_PATH`, `REDIS_TLS_CERT_PATH`, `REDIS_TLS_KEY_PATH`.
+    pub tls: TlsFiles,
     /// `REDIS_KEY_PREFIX`, default `realtime:`.
     pub key_prefix: String,
     /// `REDIS_TIMEOUT_MS`, default 100 ms: the bound on every call.
@@ -52,8 +59,8 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
-    /// Reads `REDIS_URL`, `REDIS_PASSWORD_FILE`, `REDIS_KEY_PREFIX` and `REDIS_TIMEOUT_MS`
-    /// through `get`; `Ok(None)` when `REDIS_URL` is unset or empty.
+    /// Reads `REDIS_URL`, `REDIS_PASSWORD_FILE`, the `REDIS_TLS_*` files, `REDIS_KEY_PREFIX`
+    /// and `REDIS_TIMEOUT_MS` through `get`; `Ok(None)` when `REDIS_URL` is unset or empty.
     pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<Self>, ConfigError> {
         let url = get("REDIS_URL").unwrap_or_default();
         if url.trim().is_empty() {
@@ -63,6 +70,7 @@ impl RedisConfig {
         let password_file = get("REDIS_PASSWORD_FILE")
             .filter(|p| !p.trim().is_empty())
             .map(|p| PathBuf::from(p.trim()));
+        let tls = TlsFiles::from_lookup(get, url.starts_with("rediss://"))?;
         let key_prefix = get("REDIS_KEY_PREFIX").unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_owned());
         let timeout = match get("REDIS_TIMEOUT_MS") {
             Some(v) if !v.trim().is_empty() => parse_timeout_ms(&v)?,
@@ -71,9 +79,19 @@ impl RedisConfig {
         Ok(Some(Self {
             url,
             password_file,
+            tls,
             key_prefix,
             timeout,
         }))
+    }
+
+    /// Which of the optional variables are set: what a failed check names.
+    pub fn variables(&self) -> Variables {
+        Variables {
+            password_file: self.password_file.is_some(),
+            tls_ca: self.tls.ca.is_some(),
+            tls_client: self.tls.cert.is_some(),
+        }
     }
 
     /// The URL with any password replaced by `***`, for `check-config` and logs.
@@ -87,6 +105,7 @@ impl fmt::Debug for RedisConfig {
         f.debug_struct("RedisConfig")
             .field("url", &self.redacted_url())
             .field("password_file", &self.password_file)
+            .field("tls", &self.tls)
             .field("key_prefix", &self.key_prefix)
             .field("timeout", &self.timeout)
             .finish()
@@ -173,6 +192,63 @@ pub enum SetupError {
     Url,
     #[error("REDIS_URL: cannot create the client: {0}")]
     Client(String),
+    #[error(transparent)]
+    TlsFile(tls::TlsFileError),
+    #[error("REDIS_TLS_CERT_PATH: the TLS files cannot be used: {0}")]
+    Tls(String),
+}
+
+impl SetupError {
+    /// The variable to fix, and what is wrong with it.
+    pub fn to_config_error(&self) -> ConfigError {
+        let text = self.to_string();
+        match text.split_once(": ") {
+            Some((var, message)) if var.starts_with("REDIS_") => ConfigError::new(var, message),
+            _ => ConfigError::new("REDIS_URL", text),
+        }
+    }
+}
+
+/// A lazily connecting manager for `config`, with `tls` when the TLS files are set.
+fn build_manager(
+    config: &RedisConfig,
+    tls: Option<&redis::TlsCertificates>,
+) -> Result<ConnectionManager, SetupError> {
+    let mut info = config
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(|_| SetupError::Url)?;
+    if let Some(path) = &config.password_file {
+        let password =
+            std::fs::read_to_string(path).map_err(|e| SetupError::PasswordFile(e.kind()))?;
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_password(password.trim_end_matches(['\r', '\n']));
+        info = info.set_redis_settings(settings);
+    }
+    // Nagle would hold each pipelined command until the previous reply's ACK arrives:
+    // a round trip of Redis's time added to every claim made while another is in flight.
+    info = info.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    let client = match tls {
+        // The library's text names what is wrong with a file (a bad PEM), never its content.
+        Some(certificates) => redis::Client::build_with_tls(info, certificates.clone())
+            .map_err(|e| SetupError::Tls(e.to_string()))?,
+        None => {
+            redis::Client::open(info).map_err(|e| SetupError::Client(format!("{:?}", e.kind())))?
+        }
+    };
+    // Few, short retries: a call waits at most `timeout` anyway, and the next call after a
+    // failed connection starts a fresh attempt.
+    let manager_config = ConnectionManagerConfig::new()
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(200))
+        .set_connection_timeout(Some(CONNECT_TIMEOUT.max(config.timeout)))
+        .set_response_timeout(Some(config.timeout));
+    client
+        .get_connection_manager_lazy(manager_config)
+        .map_err(|e| SetupError::Client(format!("{:?}", e.kind())))
 }
 
 /// Cheap-to-clone handle: one multiplexed, self-reconnecting connection for the process.
@@ -182,7 +258,12 @@ pub struct RedisClient {
 }
 
 struct Inner {
-    manager: ConnectionManager,
+    /// Replaced when the TLS files change; cloned (cheaply) for each call.
+    manager: std::sync::RwLock<ConnectionManager>,
+    /// What a new connection manager is built from.
+    config: RedisConfig,
+    /// The digest of the TLS files the manager uses.
+    tls_digest: std::sync::Mutex<Option<[u8; 32]>>,
     prefix: String,
     timeout: Duration,
     /// Whether the last call got an answer; false until the first one does.
@@ -194,38 +275,16 @@ struct Inner {
 impl RedisClient {
     /// Builds the client without connecting: the first call connects.
     pub fn connect_lazy(config: &RedisConfig) -> Result<Self, SetupError> {
-        let mut info = config
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|_| SetupError::Url)?;
-        if let Some(path) = &config.password_file {
-            let password =
-                std::fs::read_to_string(path).map_err(|e| SetupError::PasswordFile(e.kind()))?;
-            let settings = info
-                .redis_settings()
-                .clone()
-                .set_password(password.trim_end_matches(['\r', '\n']));
-            info = info.set_redis_settings(settings);
-        }
-        // Nagle would hold each pipelined command until the previous reply's ACK arrives:
-        // a round trip of Redis's time added to every claim made while another is in flight.
-        info = info.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let client =
-            redis::Client::open(info).map_err(|e| SetupError::Client(format!("{:?}", e.kind())))?;
-        // Few, short retries: a call waits at most `timeout` anyway, and the next call after a
-        // failed connection starts a fresh attempt.
-        let manager_config = ConnectionManagerConfig::new()
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(200))
-            .set_connection_timeout(Some(CONNECT_TIMEOUT.max(config.timeout)))
-            .set_response_timeout(Some(config.timeout));
-        let manager = client
-            .get_connection_manager_lazy(manager_config)
-            .map_err(|e| SetupError::Client(format!("{:?}", e.kind())))?;
+        let tls = match config.tls.is_set() {
+            true => Some(config.tls.read().map_err(SetupError::TlsFile)?),
+            false => None,
+        };
+        let manager = build_manager(config, tls.as_ref().map(|t| &t.certificates))?;
         Ok(Self {
             inner: Arc::new(Inner {
-                manager,
+                manager: std::sync::RwLock::new(manager),
+                config: config.clone(),
+                tls_digest: std::sync::Mutex::new(tls.map(|t| t.digest)),
                 prefix: config.key_prefix.clone(),
                 timeout: config.timeout,
                 reachable: AtomicBool::new(false),
@@ -233,6 +292,72 @@ impl RedisClient {
                 metrics: RedisMetrics::default(),
             }),
         })
+    }
+
+    fn manager(&self) -> ConnectionManager {
+        self.inner
+            .manager
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Reads the TLS files again; when their content changed, later calls use a new
+    /// connection built with them. `Ok(true)` when it changed.
+    pub fn reload_tls(&self) -> Result<bool, SetupError> {
+        let inner = &self.inner;
+        if !inner.config.tls.is_set() {
+            return Ok(false);
+        }
+        let material = inner.config.tls.read().map_err(SetupError::TlsFile)?;
+        let mut digest = inner
+            .tls_digest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *digest == Some(material.digest) {
+            return Ok(false);
+        }
+        let manager = build_manager(&inner.config, Some(&material.certificates))?;
+        *inner
+            .manager
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = manager;
+        *digest = Some(material.digest);
+        Ok(true)
+    }
+
+    /// Polls the TLS files until `stop` (see `tls`); `None` without TLS files.
+    pub fn spawn_tls_watch(
+        &self,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        if !self.inner.config.tls.is_set() {
+            return None;
+        }
+        let client = self.clone();
+        Some(tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(tls::POLL_INTERVAL) => {}
+                }
+                match client.reload_tls() {
+                    Ok(changed) => {
+                        if changed {
+                            tracing::info!("the Redis TLS files changed: new connections use them");
+                        }
+                        failing = false;
+                    }
+                    Err(e) => {
+                        if !failing {
+                            tracing::warn!(error = %e, "cannot use the Redis TLS files; keeping the ones last applied");
+                        }
+                        failing = true;
+                    }
+                }
+            }
+        }))
     }
 
     /// The client's metrics, for the application to register once.
@@ -319,9 +444,17 @@ impl RedisClient {
         F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let timeout = self.inner.timeout;
+        self.attempt_within(f, self.inner.timeout).await
+    }
+
+    /// `attempt` bounded by `timeout` instead of `REDIS_TIMEOUT_MS`.
+    async fn attempt_within<T, F, Fut>(&self, f: &F, timeout: Duration) -> Result<T, CallError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
         let deadline = tokio::time::Instant::now() + timeout;
-        let once = || tokio::time::timeout_at(deadline, f(self.inner.manager.clone()));
+        let once = || tokio::time::timeout_at(deadline, f(self.manager()));
         match once().await {
             Ok(Ok(value)) => Ok(value),
             // A restarted Redis closed the connection since the last call: the manager has
@@ -425,6 +558,7 @@ pub(crate) mod testing {
         RedisConfig {
             url: url.to_owned(),
             password_file: None,
+            tls: TlsFiles::default(),
             key_prefix: prefix.to_owned(),
             // Generous for a loaded CI machine; the down-path tests hit refused connections,
             // which fail at once rather than at the timeout.
@@ -440,6 +574,8 @@ pub(crate) mod testing {
     pub struct OwnRedis {
         pub port: u16,
         child: Option<Child>,
+        /// The port and TLS arguments of a TLS-only server; empty for plain TCP.
+        tls_args: Vec<String>,
     }
 
     impl OwnRedis {
@@ -448,7 +584,45 @@ pub(crate) mod testing {
                 .and_then(|l| l.local_addr())
                 .expect("free port")
                 .port();
-            let mut redis = Self { port, child: None };
+            let mut redis = Self {
+                port,
+                child: None,
+                tls_args: Vec::new(),
+            };
+            redis.restart();
+            redis
+        }
+
+        /// A TLS-only server (`rediss://`) with `cert`/`key` as its identity; `ca` verifies
+        /// client certificates, which it requires.
+        pub fn start_tls(
+            cert: &std::path::Path,
+            key: &std::path::Path,
+            ca: &std::path::Path,
+        ) -> Self {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            let path = |p: &std::path::Path| p.display().to_string();
+            let mut redis = Self {
+                port,
+                child: None,
+                tls_args: vec![
+                    "--port".into(),
+                    "0".into(),
+                    "--tls-port".into(),
+                    port.to_string(),
+                    "--tls-cert-file".into(),
+                    path(cert),
+                    "--tls-key-file".into(),
+                    path(key),
+                    "--tls-ca-cert-file".into(),
+                    path(ca),
+                    "--tls-auth-clients".into(),
+                    "yes".into(),
+                ],
+            };
             redis.restart();
             redis
         }
@@ -460,8 +634,14 @@ pub(crate) mod testing {
         /// Starts (again) on the same port and waits until it answers.
         pub fn restart(&mut self) {
             assert!(self.child.is_none(), "already running");
+            let port_args = if self.tls_args.is_empty() {
+                vec!["--port".to_owned(), self.port.to_string()]
+            } else {
+                self.tls_args.clone()
+            };
             let child = Command::new("redis-server")
-                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+                .args(&port_args)
+                .args(["--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -570,6 +750,9 @@ pub(crate) mod testing {
         }
     }
 }
+
+#[cfg(test)]
+mod tls_tests;
 
 #[cfg(test)]
 mod tests {

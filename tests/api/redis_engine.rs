@@ -110,3 +110,116 @@ async fn the_first_claim_after_a_redis_restart_is_not_refused() {
     );
     let _ = SECRET;
 }
+
+/// `redis-cli` against a test's Redis, as its administrator.
+fn redis_cli(redis: &Redis, password: &str, args: &[&str]) {
+    let status = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "--no-auth-warning",
+            "-a",
+            password,
+        ])
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("redis-cli runs (apt-get install redis-tools)");
+    assert!(status.success(), "redis-cli {args:?}");
+}
+
+/// `check-config` says what is wrong with Redis and which variable to fix: a refused
+/// password and a missing permission are configuration errors (exit 2), a closed port is an
+/// outage the service starts through (exit 0). No password appears in the output.
+#[test]
+fn check_config_tells_a_refused_password_from_a_missing_permission_from_an_unreachable_redis() {
+    let redis = Redis::start_with(Some("admin-pw-5521"));
+    // A user that may run everything but EVALSHA: the shared limit would silently become
+    // per replica.
+    redis_cli(
+        &redis,
+        "admin-pw-5521",
+        &[
+            "ACL",
+            "SETUSER",
+            "limited",
+            "on",
+            ">limited-pw-8812",
+            "~*",
+            "+@all",
+            "-evalsha",
+        ],
+    );
+    let dir = TempDir::new();
+    let pw_file = dir.0.join("redis-password");
+    std::fs::write(&pw_file, "bad-file-pw-3390\n").expect("write");
+    let pw_file = pw_file.display().to_string();
+    let port = redis.port;
+    let bad_url = format!("redis://:bad-url-pw-4417@127.0.0.1:{port}");
+    let plain_url = format!("redis://127.0.0.1:{port}");
+    let limited_url = format!("redis://limited:limited-pw-8812@127.0.0.1:{port}");
+    let closed_url = format!("redis://127.0.0.1:{}", crate::process::free_port());
+    let cases: [(&str, Option<&str>, i32, &str); 4] = [
+        (
+            &bad_url,
+            None,
+            2,
+            "REDIS_URL: Redis refused the authentication",
+        ),
+        (
+            &plain_url,
+            Some(&pw_file),
+            2,
+            "REDIS_PASSWORD_FILE: Redis refused the authentication",
+        ),
+        (
+            &limited_url,
+            None,
+            2,
+            "REDIS_URL: the Redis user lacks a permission the service needs: EVALSHA",
+        ),
+        (&closed_url, None, 0, "REDIS_URL: Redis is unreachable"),
+    ];
+    for (url, password_file, code, says) in cases {
+        let mut env = vec![
+            ("CENTRIFUGO_PROXY_SECRET", SECRET),
+            ("FALLBACK_LEDGER", "redis"),
+            ("REDIS_URL", url),
+        ];
+        if let Some(file) = password_file {
+            env.push(("REDIS_PASSWORD_FILE", file));
+        }
+        let output = crate::config::check_config(&env);
+        let all = crate::config::text(&output.stdout) + &crate::config::text(&output.stderr);
+        assert_eq!(output.status.code(), Some(code), "{all}");
+        assert!(all.contains(says), "no {says:?} in:\n{all}");
+        for secret in ["bad-url-pw-4417", "bad-file-pw-3390", "limited-pw-8812"] {
+            assert!(!all.contains(secret), "{secret} leaked:\n{all}");
+        }
+    }
+}
+
+/// `serve` with a password Redis refuses exits 2 at once, naming the variable, instead of
+/// starting and claiming locally for ever.
+#[tokio::test]
+async fn serve_exits_2_when_redis_refuses_the_password() {
+    let redis = Redis::start_with(Some("right-pw-1188"));
+    let url = format!("redis://:wrong-pw-2277@127.0.0.1:{}", redis.port);
+    let prefix = key_prefix("refused");
+    let env = [
+        ("FALLBACK_LEDGER", "redis"),
+        ("REDIS_URL", url.as_str()),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+    ];
+    let mut service = Service::spawn_only("", &env);
+    assert_eq!(
+        service.exit_code(std::time::Duration::from_secs(20)).await,
+        Some(2)
+    );
+    let log = service.log();
+    assert!(
+        log.contains("REDIS_URL: Redis refused the authentication"),
+        "{log}"
+    );
+    assert!(!log.contains("wrong-pw-2277"), "{log}");
+}
