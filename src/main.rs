@@ -271,8 +271,14 @@ fn check_config() -> ExitCode {
     );
     // The pool file is read the way startup reads it, so a missing or unreadable mount shows
     // here; it is a warning, not an error, because the service must start without it.
-    for line in runtime().block_on(realtime_service::app::describe_stores(&config)) {
+    let (lines, misconfigured) =
+        runtime().block_on(realtime_service::app::describe_stores(&config));
+    for line in lines {
         println!("# {line}");
+    }
+    if let Some(error) = misconfigured {
+        eprintln!("realtime-service: configuration error: {error}");
+        return ExitCode::from(EXIT_CONFIG);
     }
     println!("# configuration OK");
     ExitCode::SUCCESS

@@ -5,17 +5,33 @@
 //! unanswered call means (the ledger claims locally or denies, the limiter decides locally).
 //! The password (from the URL or `REDIS_PASSWORD_FILE`) never appears in `Debug`, `Display`
 //! or a log line.
+//!
+//! A breaker (`breaker`) sits in front of every call: while Redis does not answer, calls fail
+//! at once and one probe at a time asks Redis. A connection Redis dropped (a restart) is
+//! retried once on a fresh one before the call counts as failed. Failures are classified
+//! (`failure`) for the `realtime_redis_errors_total{reason}` metric and for `check-config`.
+
+mod breaker;
+mod check;
+mod failure;
+mod tls;
+
+pub use self::breaker::PROBE_INTERVAL;
+pub use self::check::Variables;
+pub use self::failure::{Failure, RedisMetrics};
+pub use self::tls::TlsFiles;
 
 use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::IntoConnectionInfo;
 
+use self::breaker::Breaker;
 use crate::config_error::{invalid, ConfigError};
 
 /// `REDIS_KEY_PREFIX` default.
@@ -24,7 +40,8 @@ pub const DEFAULT_KEY_PREFIX: &str = "realtime:";
 pub const DEFAULT_TIMEOUT_MS: u64 = 100;
 /// A TCP connect plus a TLS handshake can take longer than one command; calls are still
 /// bounded by the command timeout, the connection attempt just goes on in the background.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// `check-config` and the startup check wait this long for each command, connecting included.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Where Redis is and how to talk to it. `Debug` never shows the password.
 #[derive(Clone)]
@@ -33,6 +50,8 @@ pub struct RedisConfig {
     url: String,
     /// `REDIS_PASSWORD_FILE`: read at client construction, overrides a password in the URL.
     pub password_file: Option<PathBuf>,
+    /// `REDIS_TLS_CA_PATH`, `REDIS_TLS_CERT_PATH`, `REDIS_TLS_KEY_PATH`.
+    pub tls: TlsFiles,
     /// `REDIS_KEY_PREFIX`, default `realtime:`.
     pub key_prefix: String,
     /// `REDIS_TIMEOUT_MS`, default 100 ms: the bound on every call.
@@ -40,8 +59,8 @@ pub struct RedisConfig {
 }
 
 impl RedisConfig {
-    /// Reads `REDIS_URL`, `REDIS_PASSWORD_FILE`, `REDIS_KEY_PREFIX` and `REDIS_TIMEOUT_MS`
-    /// through `get`; `Ok(None)` when `REDIS_URL` is unset or empty.
+    /// Reads `REDIS_URL`, `REDIS_PASSWORD_FILE`, the `REDIS_TLS_*` files, `REDIS_KEY_PREFIX`
+    /// and `REDIS_TIMEOUT_MS` through `get`; `Ok(None)` when `REDIS_URL` is unset or empty.
     pub fn from_lookup(get: &dyn Fn(&str) -> Option<String>) -> Result<Option<Self>, ConfigError> {
         let url = get("REDIS_URL").unwrap_or_default();
         if url.trim().is_empty() {
@@ -51,6 +70,7 @@ impl RedisConfig {
         let password_file = get("REDIS_PASSWORD_FILE")
             .filter(|p| !p.trim().is_empty())
             .map(|p| PathBuf::from(p.trim()));
+        let tls = TlsFiles::from_lookup(get, url.starts_with("rediss://"))?;
         let key_prefix = get("REDIS_KEY_PREFIX").unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_owned());
         let timeout = match get("REDIS_TIMEOUT_MS") {
             Some(v) if !v.trim().is_empty() => parse_timeout_ms(&v)?,
@@ -59,9 +79,19 @@ impl RedisConfig {
         Ok(Some(Self {
             url,
             password_file,
+            tls,
             key_prefix,
             timeout,
         }))
+    }
+
+    /// Which of the optional variables are set: what a failed check names.
+    pub fn variables(&self) -> Variables {
+        Variables {
+            password_file: self.password_file.is_some(),
+            tls_ca: self.tls.ca.is_some(),
+            tls_client: self.tls.cert.is_some(),
+        }
     }
 
     /// The URL with any password replaced by `***`, for `check-config` and logs.
@@ -75,6 +105,7 @@ impl fmt::Debug for RedisConfig {
         f.debug_struct("RedisConfig")
             .field("url", &self.redacted_url())
             .field("password_file", &self.password_file)
+            .field("tls", &self.tls)
             .field("key_prefix", &self.key_prefix)
             .field("timeout", &self.timeout)
             .finish()
@@ -134,8 +165,22 @@ fn redact_url(url: &str) -> String {
 pub enum CallError {
     #[error("no answer within {0:?}")]
     Timeout(Duration),
+    /// The breaker is open: not asked at all, a probe is finding out when Redis is back.
+    #[error("Redis is not answering (a probe asks it every {PROBE_INTERVAL:?})")]
+    Down,
     #[error("{0}")]
     Redis(#[from] redis::RedisError),
+}
+
+impl CallError {
+    /// The `reason` of a call that reached (or tried to reach) Redis; `None` for `Down`.
+    pub fn reason(&self) -> Option<Failure> {
+        match self {
+            Self::Timeout(_) => Some(Failure::Timeout),
+            Self::Down => None,
+            Self::Redis(e) => Some(Failure::of(e)),
+        }
+    }
 }
 
 /// Why the client could not be built (a startup error).
@@ -147,6 +192,63 @@ pub enum SetupError {
     Url,
     #[error("REDIS_URL: cannot create the client: {0}")]
     Client(String),
+    #[error(transparent)]
+    TlsFile(tls::TlsFileError),
+    #[error("REDIS_TLS_CERT_PATH: the TLS files cannot be used: {0}")]
+    Tls(String),
+}
+
+impl SetupError {
+    /// The variable to fix, and what is wrong with it.
+    pub fn to_config_error(&self) -> ConfigError {
+        let text = self.to_string();
+        match text.split_once(": ") {
+            Some((var, message)) if var.starts_with("REDIS_") => ConfigError::new(var, message),
+            _ => ConfigError::new("REDIS_URL", text),
+        }
+    }
+}
+
+/// A lazily connecting manager for `config`, with `tls` when the TLS files are set.
+fn build_manager(
+    config: &RedisConfig,
+    tls: Option<&redis::TlsCertificates>,
+) -> Result<ConnectionManager, SetupError> {
+    let mut info = config
+        .url
+        .as_str()
+        .into_connection_info()
+        .map_err(|_| SetupError::Url)?;
+    if let Some(path) = &config.password_file {
+        let password =
+            std::fs::read_to_string(path).map_err(|e| SetupError::PasswordFile(e.kind()))?;
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_password(password.trim_end_matches(['\r', '\n']));
+        info = info.set_redis_settings(settings);
+    }
+    // Nagle would hold each pipelined command until the previous reply's ACK arrives:
+    // a round trip of Redis's time added to every claim made while another is in flight.
+    info = info.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    let client = match tls {
+        // The library's text names what is wrong with a file (a bad PEM), never its content.
+        Some(certificates) => redis::Client::build_with_tls(info, certificates.clone())
+            .map_err(|e| SetupError::Tls(e.to_string()))?,
+        None => {
+            redis::Client::open(info).map_err(|e| SetupError::Client(format!("{:?}", e.kind())))?
+        }
+    };
+    // Few, short retries: a call waits at most `timeout` anyway, and the next call after a
+    // failed connection starts a fresh attempt.
+    let manager_config = ConnectionManagerConfig::new()
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_millis(200))
+        .set_connection_timeout(Some(CONNECT_TIMEOUT.max(config.timeout)))
+        .set_response_timeout(Some(config.timeout));
+    client
+        .get_connection_manager_lazy(manager_config)
+        .map_err(|e| SetupError::Client(format!("{:?}", e.kind())))
 }
 
 /// Cheap-to-clone handle: one multiplexed, self-reconnecting connection for the process.
@@ -156,53 +258,111 @@ pub struct RedisClient {
 }
 
 struct Inner {
-    manager: ConnectionManager,
+    /// Replaced when the TLS files change; cloned (cheaply) for each call.
+    manager: std::sync::RwLock<ConnectionManager>,
+    /// What a new connection manager is built from.
+    config: RedisConfig,
+    /// The digest of the TLS files the manager uses.
+    tls_digest: std::sync::Mutex<Option<[u8; 32]>>,
     prefix: String,
     timeout: Duration,
     /// Whether the last call got an answer; false until the first one does.
     reachable: AtomicBool,
+    breaker: Breaker,
+    metrics: RedisMetrics,
 }
 
 impl RedisClient {
     /// Builds the client without connecting: the first call connects.
     pub fn connect_lazy(config: &RedisConfig) -> Result<Self, SetupError> {
-        let mut info = config
-            .url
-            .as_str()
-            .into_connection_info()
-            .map_err(|_| SetupError::Url)?;
-        if let Some(path) = &config.password_file {
-            let password =
-                std::fs::read_to_string(path).map_err(|e| SetupError::PasswordFile(e.kind()))?;
-            let settings = info
-                .redis_settings()
-                .clone()
-                .set_password(password.trim_end_matches(['\r', '\n']));
-            info = info.set_redis_settings(settings);
-        }
-        // Nagle would hold each pipelined command until the previous reply's ACK arrives:
-        // a round trip of Redis's time added to every claim made while another is in flight.
-        info = info.set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
-        let client =
-            redis::Client::open(info).map_err(|e| SetupError::Client(format!("{:?}", e.kind())))?;
-        // Few, short retries: a call waits at most `timeout` anyway, and the next call after a
-        // failed connection starts a fresh attempt.
-        let manager_config = ConnectionManagerConfig::new()
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(200))
-            .set_connection_timeout(Some(CONNECT_TIMEOUT.max(config.timeout)))
-            .set_response_timeout(Some(config.timeout));
-        let manager = client
-            .get_connection_manager_lazy(manager_config)
-            .map_err(|e| SetupError::Client(format!("{:?}", e.kind())))?;
+        let tls = match config.tls.is_set() {
+            true => Some(config.tls.read().map_err(SetupError::TlsFile)?),
+            false => None,
+        };
+        let manager = build_manager(config, tls.as_ref().map(|t| &t.certificates))?;
         Ok(Self {
             inner: Arc::new(Inner {
-                manager,
+                manager: std::sync::RwLock::new(manager),
+                config: config.clone(),
+                tls_digest: std::sync::Mutex::new(tls.map(|t| t.digest)),
                 prefix: config.key_prefix.clone(),
                 timeout: config.timeout,
                 reachable: AtomicBool::new(false),
+                breaker: Breaker::default(),
+                metrics: RedisMetrics::default(),
             }),
         })
+    }
+
+    fn manager(&self) -> ConnectionManager {
+        self.inner
+            .manager
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Reads the TLS files again; when their content changed, later calls use a new
+    /// connection built with them. `Ok(true)` when it changed.
+    pub fn reload_tls(&self) -> Result<bool, SetupError> {
+        let inner = &self.inner;
+        if !inner.config.tls.is_set() {
+            return Ok(false);
+        }
+        let material = inner.config.tls.read().map_err(SetupError::TlsFile)?;
+        let mut digest = inner
+            .tls_digest
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *digest == Some(material.digest) {
+            return Ok(false);
+        }
+        let manager = build_manager(&inner.config, Some(&material.certificates))?;
+        *inner
+            .manager
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = manager;
+        *digest = Some(material.digest);
+        Ok(true)
+    }
+
+    /// Polls the TLS files until `stop` (see `tls`); `None` without TLS files.
+    pub fn spawn_tls_watch(
+        &self,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        if !self.inner.config.tls.is_set() {
+            return None;
+        }
+        let client = self.clone();
+        Some(tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(tls::POLL_INTERVAL) => {}
+                }
+                match client.reload_tls() {
+                    Ok(changed) => {
+                        if changed {
+                            tracing::info!("the Redis TLS files changed: new connections use them");
+                        }
+                        failing = false;
+                    }
+                    Err(e) => {
+                        if !failing {
+                            tracing::warn!(error = %e, "cannot use the Redis TLS files; keeping the ones last applied");
+                        }
+                        failing = true;
+                    }
+                }
+            }
+        }))
+    }
+
+    /// The client's metrics, for the application to register once.
+    pub fn metrics(&self) -> &RedisMetrics {
+        &self.inner.metrics
     }
 
     /// `prefix` + `suffix`: every key this service writes.
@@ -226,47 +386,155 @@ impl RedisClient {
         self.inner.reachable.load(Ordering::Relaxed)
     }
 
-    /// Runs one call on the shared connection, bounded by `REDIS_TIMEOUT_MS`.
+    /// Whether calls go to Redis (the breaker is closed).
+    pub fn available(&self) -> bool {
+        self.inner.breaker.is_closed()
+    }
+
+    /// Returns once calls go to Redis again (at once while they do).
+    pub async fn until_available(&self) {
+        self.inner.breaker.closed().await;
+    }
+
+    /// Runs one call on the shared connection, bounded by `REDIS_TIMEOUT_MS`; fails at once
+    /// while the breaker is open. `f` may run twice: a connection found dropped is retried
+    /// once on the fresh one the manager opens.
     pub async fn call<T, F, Fut>(&self, f: F) -> Result<T, CallError>
     where
-        F: FnOnce(ConnectionManager) -> Fut,
+        F: Fn(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
-        let outcome = tokio::time::timeout(self.inner.timeout, f(self.inner.manager.clone())).await;
-        let result = match outcome {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(e)) => Err(CallError::Redis(e)),
-            Err(_) => Err(CallError::Timeout(self.inner.timeout)),
-        };
-        // "Reachable" means usable: a server error (NOAUTH, OOM, READONLY) fails every call
-        // just as surely as a closed port.
-        let answered = result.is_ok();
-        self.inner.reachable.store(answered, Ordering::Relaxed);
+        if !self.inner.breaker.is_closed() {
+            self.inner.metrics.fast_failures.inc();
+            self.inner.reachable.store(false, Ordering::Relaxed);
+            return Err(CallError::Down);
+        }
+        let result = self.attempt(&f).await;
+        match &result {
+            Ok(_) => self.answered(),
+            Err(e) => self.failed(e),
+        }
         result
+    }
+
+    /// Like `call`, but asked even while the breaker is open: for the few calls that must
+    /// reach Redis as soon as it can (the release of a refused claim, sent right behind it).
+    pub async fn call_through<T, F, Fut>(&self, f: F) -> Result<T, CallError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let result = self.attempt(&f).await;
+        match &result {
+            Ok(_) => self.answered(),
+            Err(e) if self.inner.breaker.is_closed() => self.failed(e),
+            Err(e) => {
+                if let Some(reason) = e.reason() {
+                    self.inner.metrics.failed(reason);
+                }
+            }
+        }
+        result
+    }
+
+    /// One call, and one retry when the connection turns out to have been dropped, both
+    /// within one `REDIS_TIMEOUT_MS`.
+    async fn attempt<T, F, Fut>(&self, f: &F) -> Result<T, CallError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        self.attempt_within(f, self.inner.timeout).await
+    }
+
+    /// `attempt` bounded by `timeout` instead of `REDIS_TIMEOUT_MS`.
+    async fn attempt_within<T, F, Fut>(&self, f: &F, timeout: Duration) -> Result<T, CallError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let once = || tokio::time::timeout_at(deadline, f(self.manager()));
+        match once().await {
+            Ok(Ok(value)) => Ok(value),
+            // A restarted Redis closed the connection since the last call: the manager has
+            // started a fresh one, which this retry waits for.
+            Ok(Err(e)) if e.is_connection_dropped() => match once().await {
+                Ok(answer) => answer.map_err(CallError::Redis),
+                Err(_) => Err(CallError::Timeout(timeout)),
+            },
+            Ok(Err(e)) => Err(CallError::Redis(e)),
+            Err(_) => Err(CallError::Timeout(timeout)),
+        }
+    }
+
+    /// "Reachable" means usable: a server error (NOAUTH, OOM, READONLY) fails every call
+    /// just as surely as a closed port.
+    fn failed(&self, e: &CallError) {
+        let inner = &self.inner;
+        inner.reachable.store(false, Ordering::Relaxed);
+        inner.metrics.available.set(0);
+        let reason = e.reason().unwrap_or(Failure::Unreachable);
+        inner.metrics.failed(reason);
+        let opened = inner.breaker.open(Instant::now());
+        if let Some(held_back) = opened.warn {
+            tracing::warn!(
+                reason = reason.as_str(),
+                error = %e,
+                flaps_not_logged = held_back,
+                "Redis does not answer: fallback claims follow FALLBACK_LEDGER_UNAVAILABLE and publishes are limited per replica until it does"
+            );
+        } else if opened.now {
+            tracing::debug!(reason = reason.as_str(), error = %e, "Redis stopped answering again");
+        }
+        if opened.start_probe {
+            spawn_probe(Arc::downgrade(inner));
+        }
+    }
+
+    fn answered(&self) {
+        let inner = &self.inner;
+        inner.reachable.store(true, Ordering::Relaxed);
+        inner.metrics.available.set(1);
+        if inner.breaker.close() {
+            tracing::info!("Redis answers again: claims and publish limits go to Redis");
+        }
     }
 
     /// `PING`: refreshes `reachable`.
     pub async fn ping(&self) -> Result<(), CallError> {
-        self.call(|mut c| async move { redis::cmd("PING").query_async::<()>(&mut c).await })
-            .await
+        self.call(ping).await
     }
 }
 
-/// "WARN once per streak": the first failure after a success (or after startup) is the one
-/// worth a WARN; the rest of the streak only counts in a metric.
-#[derive(Debug, Default)]
-pub struct Streak(AtomicBool);
+async fn ping(mut c: ConnectionManager) -> redis::RedisResult<()> {
+    redis::cmd("PING").query_async::<()>(&mut c).await
+}
 
-impl Streak {
-    /// Records a failure; true when it starts a streak.
-    pub fn failed(&self) -> bool {
-        !self.0.swap(true, Ordering::Relaxed)
-    }
-
-    /// Records a success; true when it ends a streak.
-    pub fn succeeded(&self) -> bool {
-        self.0.swap(false, Ordering::Relaxed)
-    }
+/// The one probe while the breaker is open: a `PING` every `PROBE_INTERVAL` until Redis
+/// answers (which closes the breaker) or the client is dropped.
+fn spawn_probe(client: Weak<Inner>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(PROBE_INTERVAL).await;
+            let Some(inner) = client.upgrade() else {
+                return;
+            };
+            let client = RedisClient { inner };
+            match client.attempt(&ping).await {
+                Ok(()) => {
+                    // Done before closing: a failure right after the close then starts a
+                    // new probe rather than finding this one still marked running.
+                    client.inner.breaker.probe_done();
+                    client.answered();
+                    return;
+                }
+                // Not counted: the failure that opened the breaker was, and the probe's are
+                // one per interval whatever the traffic.
+                Err(e) => tracing::debug!(error = %e, "Redis probe: no answer yet"),
+            }
+        }
+    });
 }
 
 /// Test helpers: a Redis of the test's own, and unique key prefixes.
@@ -290,6 +558,7 @@ pub(crate) mod testing {
         RedisConfig {
             url: url.to_owned(),
             password_file: None,
+            tls: TlsFiles::default(),
             key_prefix: prefix.to_owned(),
             // Generous for a loaded CI machine; the down-path tests hit refused connections,
             // which fail at once rather than at the timeout.
@@ -305,6 +574,8 @@ pub(crate) mod testing {
     pub struct OwnRedis {
         pub port: u16,
         child: Option<Child>,
+        /// The port and TLS arguments of a TLS-only server; empty for plain TCP.
+        tls_args: Vec<String>,
     }
 
     impl OwnRedis {
@@ -313,7 +584,45 @@ pub(crate) mod testing {
                 .and_then(|l| l.local_addr())
                 .expect("free port")
                 .port();
-            let mut redis = Self { port, child: None };
+            let mut redis = Self {
+                port,
+                child: None,
+                tls_args: Vec::new(),
+            };
+            redis.restart();
+            redis
+        }
+
+        /// A TLS-only server (`rediss://`) with `cert`/`key` as its identity; `ca` verifies
+        /// client certificates, which it requires.
+        pub fn start_tls(
+            cert: &std::path::Path,
+            key: &std::path::Path,
+            ca: &std::path::Path,
+        ) -> Self {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            let path = |p: &std::path::Path| p.display().to_string();
+            let mut redis = Self {
+                port,
+                child: None,
+                tls_args: vec![
+                    "--port".into(),
+                    "0".into(),
+                    "--tls-port".into(),
+                    port.to_string(),
+                    "--tls-cert-file".into(),
+                    path(cert),
+                    "--tls-key-file".into(),
+                    path(key),
+                    "--tls-ca-cert-file".into(),
+                    path(ca),
+                    "--tls-auth-clients".into(),
+                    "yes".into(),
+                ],
+            };
             redis.restart();
             redis
         }
@@ -325,8 +634,14 @@ pub(crate) mod testing {
         /// Starts (again) on the same port and waits until it answers.
         pub fn restart(&mut self) {
             assert!(self.child.is_none(), "already running");
+            let port_args = if self.tls_args.is_empty() {
+                vec!["--port".to_owned(), self.port.to_string()]
+            } else {
+                self.tls_args.clone()
+            };
             let child = Command::new("redis-server")
-                .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+                .args(&port_args)
+                .args(["--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no"])
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
@@ -359,7 +674,85 @@ pub(crate) mod testing {
             self.stop();
         }
     }
+
+    /// A TCP proxy in front of a Redis that holds every byte the client sends for a delay
+    /// the test sets (in order): a Redis answering slower than `REDIS_TIMEOUT_MS`.
+    pub struct DelayProxy {
+        pub port: u16,
+        delay_ms: Arc<std::sync::atomic::AtomicU64>,
+        task: tokio::task::JoinHandle<()>,
+    }
+
+    impl DelayProxy {
+        pub async fn start(redis_port: u16) -> Self {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind");
+            let port = listener.local_addr().expect("addr").port();
+            let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
+            let delay = delay_ms.clone();
+            let task = tokio::spawn(async move {
+                while let Ok((client, _)) = listener.accept().await {
+                    let Ok(server) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", redis_port)).await
+                    else {
+                        continue;
+                    };
+                    let (mut client_rx, mut client_tx) = client.into_split();
+                    let (mut server_rx, mut server_tx) = server.into_split();
+                    let (queue, mut queued) =
+                        tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
+                    let delay = delay.clone();
+                    tokio::spawn(async move {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(n @ 1..) = client_rx.read(&mut buf).await {
+                            let due = tokio::time::Instant::now()
+                                + Duration::from_millis(delay.load(Ordering::Relaxed));
+                            if queue.send((due, buf[..n].to_vec())).is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    tokio::spawn(async move {
+                        while let Some((due, bytes)) = queued.recv().await {
+                            tokio::time::sleep_until(due).await;
+                            if server_tx.write_all(&bytes).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    tokio::spawn(async move {
+                        let _ = tokio::io::copy(&mut server_rx, &mut client_tx).await;
+                    });
+                }
+            });
+            Self {
+                port,
+                delay_ms,
+                task,
+            }
+        }
+
+        pub fn url(&self) -> String {
+            format!("redis://127.0.0.1:{}", self.port)
+        }
+
+        pub fn set_delay(&self, delay: Duration) {
+            let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+            self.delay_ms.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    impl Drop for DelayProxy {
+        fn drop(&mut self) {
+            self.task.abort();
+        }
+    }
 }
+
+#[cfg(test)]
+mod tls_tests;
 
 #[cfg(test)]
 mod tests {
@@ -416,16 +809,6 @@ mod tests {
         assert_eq!(c.redacted_url(), "rediss://app:***@redis.example:6380/2");
         assert_eq!(redact_url("redis://onlypw@h:1"), "redis://***@h:1");
         assert_eq!(redact_url("redis://h:1/0"), "redis://h:1/0");
-    }
-
-    #[test]
-    fn streak_reports_its_start_and_end_once() {
-        let s = Streak::default();
-        assert!(s.failed());
-        assert!(!s.failed());
-        assert!(s.succeeded());
-        assert!(!s.succeeded());
-        assert!(s.failed());
     }
 
     #[tokio::test]

@@ -86,6 +86,7 @@ impl Application {
         let metrics = Metrics::new();
         let inflight = InflightLimit::new(config.edge.max_inflight, metrics.registry());
         let serve_metrics = ServeMetrics::new(metrics.registry());
+        stores::check_redis(&config).await?;
         let stores::Stores {
             pool,
             policy,

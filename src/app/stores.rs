@@ -37,10 +37,13 @@ pub(super) fn build(
     let redis = match &config.redis {
         Some(redis) => Some(
             RedisClient::connect_lazy(redis)
-                .map_err(|e| ConfigErrors::from(ConfigError::new("REDIS_URL", e.to_string())))?,
+                .map_err(|e| ConfigErrors::from(e.to_config_error()))?,
         ),
         None => None,
     };
+    if let Some(client) = &redis {
+        client.metrics().register(metrics.registry());
+    }
     let fallback_metrics = FallbackMetrics::new(metrics.registry());
     let ledger = Ledger::build(
         &config.fallback.store.ledger,
@@ -65,6 +68,11 @@ pub(super) fn build(
         .ledger()
         .spawn_background(stop.clone())
         .into_iter()
+        .chain(
+            redis
+                .as_ref()
+                .and_then(|client| client.spawn_tls_watch(stop.clone())),
+        )
         .collect();
     let policy = Arc::new(LivePolicy::new(
         config.policy_path.clone(),
@@ -158,9 +166,10 @@ impl Drop for Background {
 }
 
 /// What `check-config` says about the stores, as startup would find them: the pool's
-/// tickets, the ledger, and whether Redis answers (a fact, never a failure: the service
-/// starts and serves while Redis is down).
-pub async fn describe_stores(config: &Config) -> Vec<String> {
+/// tickets, the ledger, and what Redis answers to every command the service uses. Redis
+/// unreachable is a fact, not a failure (the service starts and serves while Redis is down);
+/// a refused password or a missing permission is a misconfiguration, returned as an error.
+pub async fn describe_stores(config: &Config) -> (Vec<String>, Option<String>) {
     let mut lines = Vec::new();
     lines.push(match &config.fallback.tickets_path {
         None => "fallback pool: disabled (0 tickets)".to_owned(),
@@ -174,15 +183,44 @@ pub async fn describe_stores(config: &Config) -> Vec<String> {
         "fallback ledger: {}",
         config.fallback.store.ledger.kind.as_str()
     ));
+    let mut misconfigured = None;
     if let Some(redis) = &config.redis {
         let answer = match RedisClient::connect_lazy(redis) {
-            Ok(client) => match client.ping().await {
-                Ok(()) => "answered PING".to_owned(),
-                Err(e) => format!("did not answer ({e})"),
+            Ok(client) => match client.check(redis.variables()).await {
+                Ok(()) => "answered every command the service uses".to_owned(),
+                Err(failure) => {
+                    if failure.reason.is_misconfiguration() {
+                        misconfigured = Some(failure.to_string());
+                    }
+                    format!("{} ({})", failure.reason.as_str(), failure)
+                }
             },
             Err(e) => format!("cannot be used ({e})"),
         };
         lines.push(format!("redis: {} {answer}", redis.redacted_url()));
     }
-    lines
+    (lines, misconfigured)
+}
+
+/// At startup: a Redis that refuses the password or lacks a permission is a configuration
+/// error (exit 2), not an outage to ride out claiming locally for ever. Anything else
+/// (unreachable, slow, TLS) is logged and the service starts.
+pub(super) async fn check_redis(config: &Config) -> Result<(), StartupError> {
+    let Some(redis) = &config.redis else {
+        return Ok(());
+    };
+    let Ok(client) = RedisClient::connect_lazy(redis) else {
+        // `build` reports it, naming the variable.
+        return Ok(());
+    };
+    match client.check(redis.variables()).await {
+        Ok(()) => Ok(()),
+        Err(failure) if failure.reason.is_misconfiguration() => {
+            Err(ConfigErrors::from(ConfigError::new(failure.variable(), failure.message())).into())
+        }
+        Err(failure) => {
+            tracing::warn!(reason = failure.reason.as_str(), "{failure}; starting anyway: Redis-backed decisions are made locally until it answers");
+            Ok(())
+        }
+    }
 }

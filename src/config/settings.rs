@@ -143,6 +143,13 @@ settings_table! {
     redis_url: Option<RedisUrl> = "REDIS_URL", None;
     /// `REDIS_PASSWORD_FILE`: the password from a file instead of the URL.
     redis_password_file: Option<String> = "REDIS_PASSWORD_FILE", None;
+    /// `REDIS_TLS_CA_PATH`: PEM CA certificate(s) that sign the Redis server's certificate
+    /// (`rediss://` only); unset: the system's roots. Re-read when it changes.
+    redis_tls_ca_path: Option<String> = "REDIS_TLS_CA_PATH", None;
+    /// `REDIS_TLS_CERT_PATH`: PEM client certificate for Redis (with `REDIS_TLS_KEY_PATH`).
+    redis_tls_cert_path: Option<String> = "REDIS_TLS_CERT_PATH", None;
+    /// `REDIS_TLS_KEY_PATH`: PEM private key of `REDIS_TLS_CERT_PATH`.
+    redis_tls_key_path: Option<String> = "REDIS_TLS_KEY_PATH", None;
     /// `REDIS_KEY_PREFIX`, default `realtime:`.
     redis_key_prefix: String = "REDIS_KEY_PREFIX", "realtime:".into();
     /// `REDIS_TIMEOUT_MS`, default 100 ms: the bound on every Redis call.

@@ -11,7 +11,7 @@ use redis::Script;
 use sha2::{Digest, Sha256};
 
 use super::{LimiterMetrics, PublishLimiter};
-use crate::redis_client::{RedisClient, Streak};
+use crate::redis_client::RedisClient;
 
 /// KEYS[1]: the user's key. ARGV[1]: microseconds per publish (1 / rate). ARGV[2]: burst.
 /// Returns 1 when allowed (and recorded), 0 when refused (nothing written).
@@ -42,7 +42,6 @@ struct Inner {
     burst: u32,
     /// Decides while Redis does not answer.
     local: PublishLimiter,
-    streak: Streak,
     metrics: LimiterMetrics,
 }
 
@@ -65,7 +64,6 @@ impl SharedLimiter {
                 interval_us,
                 burst: burst.max(1),
                 local,
-                streak: Streak::default(),
                 metrics,
             }),
         }
@@ -76,9 +74,10 @@ impl SharedLimiter {
         let key = inner.client.key(&user_key(user));
         let (interval, burst) = (inner.interval_us, inner.burst);
         let script = &inner.script;
+        let key = &key;
         let answer = inner
             .client
-            .call(|mut c| async move {
+            .call(move |mut c| async move {
                 script
                     .key(key)
                     .arg(interval)
@@ -88,17 +87,11 @@ impl SharedLimiter {
             })
             .await;
         match answer {
-            Ok(allowed) => {
-                if inner.streak.succeeded() {
-                    tracing::info!("Redis answers again; the publish limit holds across replicas");
-                }
-                allowed == 1
-            }
-            Err(e) => {
+            Ok(allowed) => allowed == 1,
+            // The client logs the outage once per streak and counts each failure by reason;
+            // while its breaker is open this is answered at once.
+            Err(_) => {
                 inner.metrics.fallback.inc();
-                if inner.streak.failed() {
-                    tracing::warn!(error = %e, "Redis does not answer; each replica limits publishes on its own until it does");
-                }
                 inner.local.try_acquire(user)
             }
         }

@@ -118,8 +118,10 @@ fn log(decision: &Decision, client: &str) {
         | Outcome::InternalError => {
             tracing::warn!(outcome, client, "connect could not be validated");
         }
+        // Redis's outage itself is logged once per streak by its client; this is one
+        // connect among possibly thousands a second.
         Outcome::FallbackLedgerUnavailable => {
-            tracing::error!(
+            tracing::info!(
                 outcome,
                 client,
                 "connect refused: the fallback ledger could not record the ticket"

@@ -188,7 +188,7 @@ async fn application_build_enforces_the_invariants() {
         .expect("builds with a missing pool file");
 }
 
-fn check_config(env: &[(&str, &str)]) -> Output {
+pub fn check_config(env: &[(&str, &str)]) -> Output {
     Command::new(BINARY)
         .arg("check-config")
         .env_clear()
@@ -197,7 +197,7 @@ fn check_config(env: &[(&str, &str)]) -> Output {
         .expect("binary runs")
 }
 
-fn text(bytes: &[u8]) -> String {
+pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
@@ -357,7 +357,10 @@ fn check_config_names_every_ledger_problem_in_one_run() {
 fn check_config_says_whether_redis_answered_without_failing_when_it_does_not() {
     let redis = crate::process::Redis::start();
     let closed = format!("redis://127.0.0.1:{}", crate::process::free_port());
-    for (url, line) in [(redis.url(), "answered PING"), (closed, "did not answer")] {
+    for (url, line) in [
+        (redis.url(), "answered every command the service uses"),
+        (closed, "unreachable (REDIS_URL: Redis is unreachable"),
+    ] {
         let output = check_config(&[
             ("CENTRIFUGO_PROXY_SECRET", CONFIG_SECRET),
             POOL,

@@ -38,6 +38,7 @@ mod proxies_rpc;
 mod proxies_sub_refresh;
 mod proxies_subscribe;
 mod proxies_support;
+mod redis_engine;
 mod replies;
 mod secret_files;
 mod smoke;

@@ -38,6 +38,14 @@ impl Service {
     /// port, text logs at INFO), through `bash -c "$prelude; exec ..."` so a test can lower
     /// limits for the child alone. Returns once `/health` answers.
     pub async fn start(prelude: &str, env: &[(&str, &str)]) -> Self {
+        let mut service = Self::spawn_only(prelude, env);
+        service.wait_started().await;
+        service
+    }
+
+    /// Starts `serve` like `start` without waiting for `/health`: for a process expected to
+    /// exit at startup.
+    pub fn spawn_only(prelude: &str, env: &[(&str, &str)]) -> Self {
         let mut service = Self {
             child: None,
             port: free_port(),
@@ -48,11 +56,29 @@ impl Service {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
         };
-        service.spawn().await;
+        service.spawn_child();
         service
     }
 
     async fn spawn(&mut self) {
+        self.spawn_child();
+        self.wait_started().await;
+    }
+
+    async fn wait_started(&mut self) {
+        let started = Instant::now();
+        while self.health().await != Some(200) {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "the binary did not start:\n{}",
+                self.log()
+            );
+            assert!(self.running(), "the binary exited:\n{}", self.log());
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn spawn_child(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -84,16 +110,6 @@ impl Service {
                 .spawn()
                 .expect("binary starts"),
         );
-        let started = Instant::now();
-        while self.health().await != Some(200) {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "the binary did not start:\n{}",
-                self.log()
-            );
-            assert!(self.running(), "the binary exited:\n{}", self.log());
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
     }
 
     fn running(&mut self) -> bool {
@@ -315,6 +331,17 @@ impl Redis {
             seen.extend_from_slice(&buf[..n]);
         }
         Ok(())
+    }
+
+    /// Freezes (`SIGSTOP`) or thaws (`SIGCONT`) the server: a Redis that holds its
+    /// connections open and answers nothing, as a stalled or overloaded one does.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill {signal} failed");
     }
 
     pub fn stop(&mut self) {

@@ -188,6 +188,9 @@ pub(super) fn redis(s: &Settings) -> Result<Option<RedisConfig>, ConfigError> {
     RedisConfig::from_lookup(&|var| match var {
         "REDIS_URL" => s.redis_url.as_ref().map(|u| u.expose().to_owned()),
         "REDIS_PASSWORD_FILE" => s.redis_password_file.clone(),
+        "REDIS_TLS_CA_PATH" => s.redis_tls_ca_path.clone(),
+        "REDIS_TLS_CERT_PATH" => s.redis_tls_cert_path.clone(),
+        "REDIS_TLS_KEY_PATH" => s.redis_tls_key_path.clone(),
         "REDIS_KEY_PREFIX" => Some(s.redis_key_prefix.clone()),
         "REDIS_TIMEOUT_MS" => Some(s.redis_timeout_ms.clone()),
         _ => None,

@@ -1,21 +1,27 @@
-//! `FALLBACK_LEDGER=redis`: one `SET <prefix>fallback:used:<digest> <replica> NX EX <ttl>`
-//! per take, so exactly one replica in the cluster wins a ticket, across restarts.
+//! `FALLBACK_LEDGER=redis`: one atomic claim script per take on
+//! `<prefix>fallback:used:<digest>`, so exactly one replica in the cluster wins a ticket,
+//! across restarts.
+//!
+//! Each claim's value names its attempt (`<process id>:<attempt>`). A claim the caller was
+//! told failed (`deny`, Redis slower than `REDIS_TIMEOUT_MS`) is released: a refusal mark
+//! for that attempt stops it from landing later, and a landed one is deleted, so a ticket
+//! whose connect was answered "unavailable" stays usable (`writeback`).
 //!
 //! While Redis does not answer, `FALLBACK_LEDGER_UNAVAILABLE` decides: `deny` fails closed,
-//! `local` claims in process memory (once per process) and keeps the claim pending until a
-//! background task writes it to Redis. A pending claim that finds the key already set by
-//! another replica was used twice during the partition: a conflict, counted and warned.
-//!
-//! The value is a random per-process id, so a claim whose reply was lost (the SET applied,
-//! the answer timed out) is recognised as our own when it is written again.
+//! `local` claims in process memory (once per process) and keeps the claim pending until it
+//! is written back to Redis, pipelined, before Redis decides claims again. A pending claim
+//! that finds the key held by another replica was used twice during the partition: a
+//! conflict, counted, and summarised in one WARN per write-back.
 
-use std::collections::HashSet;
+mod writeback;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use redis::Value;
+use redis::Script;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
 
 use super::memory::ConsumedSet;
 use super::{Claim, LedgerError};
@@ -23,19 +29,51 @@ use crate::fallback::config::{LedgerKind, OnUnavailable};
 use crate::fallback::metrics::{FallbackMetrics, LedgerOp};
 use crate::fallback::set::TicketSet;
 use crate::fallback::TicketDigest;
-use crate::redis_client::{RedisClient, Streak};
+use crate::redis_client::{CallError, RedisClient};
 
 /// Keys are `<REDIS_KEY_PREFIX>fallback:used:<hex SHA-256 of the ticket>`.
 const KEY_SUFFIX: &str = "fallback:used:";
+/// A refused attempt's mark: `<REDIS_KEY_PREFIX>fallback:refused:<hex>:<attempt value>`.
+const REFUSED_SUFFIX: &str = "fallback:refused:";
+/// How long a refusal mark outlives the refused attempt: far longer than any claim can
+/// travel, short enough to leave nothing behind.
+const REFUSED_TTL_S: u64 = 3600;
 /// EXISTS per pipelined round trip when counting: small enough for one `REDIS_TIMEOUT_MS`.
 const COUNT_BATCH: usize = 256;
 /// Keys a `SCAN` call visits (a hint to Redis): small replies, each well inside one
 /// `REDIS_TIMEOUT_MS`.
 const SCAN_PAGE: usize = 1000;
-/// Pending claims written per backfill round.
-const BACKFILL_BATCH: usize = 256;
-/// Pause between backfill rounds while claims are pending.
-const BACKFILL_PAUSE: Duration = Duration::from_secs(1);
+
+/// KEYS[1]: the ticket's key; KEYS[2]: this attempt's refusal mark. ARGV[1]: this attempt's
+/// value; ARGV[2]: the TTL in seconds; ARGV[3]: this process's value prefix (`<id>:`).
+/// 1: the ticket is this process's (claimed now, or by an earlier attempt of this process,
+/// whose value it takes over so that attempt's release leaves it); 0: another process holds
+/// it; -1: this attempt was refused to its caller and must not land.
+const CLAIM: &str = r"
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+local held = redis.call('GET', KEYS[1])
+if not held then
+  redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+  return 1
+end
+if string.sub(held, 1, #ARGV[3]) == ARGV[3] then
+  if held ~= ARGV[1] then redis.call('SET', KEYS[1], ARGV[1], 'KEEPTTL') end
+  return 1
+end
+return 0
+";
+
+/// KEYS[1]: the ticket's key; KEYS[2]: the refused attempt's mark. ARGV[1]: that attempt's
+/// value; ARGV[2]: the mark's TTL. Marks the attempt refused (a claim of it arriving later
+/// does not land) and deletes its claim if it already landed.
+const RELEASE: &str = r"
+redis.call('SET', KEYS[2], '1', 'EX', ARGV[2])
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+";
 
 #[derive(Clone)]
 pub struct RedisLedger {
@@ -46,8 +84,12 @@ struct Inner {
     client: RedisClient,
     ttl_s: u64,
     on_unavailable: OnUnavailable,
-    /// This process's mark in Redis.
+    /// This process's value prefix in Redis: `<random id>:`.
     owner: String,
+    /// Numbers this process's claim attempts.
+    attempts: AtomicU64,
+    claim: Script,
+    release: Script,
     /// Consumed as far as this process knows: its own claims, keys found set, local claims.
     known: ConsumedSet,
     /// Claimed by this process (in Redis or locally): the per-process gate. A take wins only
@@ -56,18 +98,12 @@ struct Inner {
     mine: ConsumedSet,
     /// Local claims not yet in Redis (a subset of `mine`, so bounded by the ticket set).
     pending: Mutex<HashSet<[u8; 32]>>,
+    /// Attempts answered "unavailable" whose claim may still land: digest -> attempt value.
+    /// One per ticket (a later refused attempt of the same ticket replaces the earlier,
+    /// whose value the later claim would have taken over), so bounded by the ticket set.
+    releases: Mutex<HashMap<[u8; 32], String>>,
     wake: Notify,
-    streak: Streak,
     metrics: FallbackMetrics,
-}
-
-/// What one backfill round did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct BackfillReport {
-    pub written: usize,
-    pub conflicts: usize,
-    /// Still pending (Redis stopped answering mid-round, or more than one batch).
-    pub pending: usize,
 }
 
 impl RedisLedger {
@@ -88,12 +124,15 @@ impl RedisLedger {
                 client,
                 ttl_s: ttl.as_secs().max(1),
                 on_unavailable,
-                owner: hex::encode(id),
+                owner: format!("{}:", hex::encode(id)),
+                attempts: AtomicU64::new(0),
+                claim: Script::new(CLAIM),
+                release: Script::new(RELEASE),
                 known: ConsumedSet::default(),
                 mine: ConsumedSet::default(),
                 pending: Mutex::new(HashSet::new()),
+                releases: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
-                streak: Streak::default(),
                 metrics,
             }),
         }
@@ -109,31 +148,74 @@ impl RedisLedger {
 
     /// Local claims still waiting to be written to Redis.
     pub fn pending(&self) -> usize {
-        self.lock_pending().len()
+        lock(&self.inner.pending).len()
+    }
+
+    /// Refused attempts whose release has not reached Redis yet.
+    pub fn releases_pending(&self) -> usize {
+        lock(&self.inner.releases).len()
+    }
+
+    fn hex(digest: &TicketDigest) -> [u8; 64] {
+        let mut hex = [0u8; 64];
+        // 32 bytes always fit 64 hex digits.
+        let _ = hex::encode_to_slice(digest.as_bytes(), &mut hex);
+        hex
     }
 
     fn key(&self, digest: &TicketDigest) -> String {
         // Built in one buffer: this runs on every fallback connect.
-        let mut hex = [0u8; 64];
-        // 32 bytes always fit 64 hex digits, and hex digits are ASCII.
-        let _ = hex::encode_to_slice(digest.as_bytes(), &mut hex);
+        let hex = Self::hex(digest);
+        // Hex digits are ASCII.
         let hex = std::str::from_utf8(&hex).unwrap_or_default();
         self.inner.client.key_of(&[KEY_SUFFIX, hex])
     }
 
-    /// `SET key owner NX EX ttl`: true when this call set it.
-    async fn set_nx(&self, digest: &TicketDigest) -> Result<bool, crate::redis_client::CallError> {
-        let mut set = redis::cmd("SET");
-        set.arg(self.key(digest))
-            .arg(self.inner.owner.as_str())
-            .arg("NX")
-            .arg("EX")
-            .arg(self.inner.ttl_s);
+    fn refused_key(&self, digest: &TicketDigest, attempt: &str) -> String {
+        let hex = Self::hex(digest);
+        let hex = std::str::from_utf8(&hex).unwrap_or_default();
         self.inner
             .client
-            .call(|mut c| async move { set.query_async::<Value>(&mut c).await })
+            .key_of(&[REFUSED_SUFFIX, hex, ":", attempt])
+    }
+
+    /// A value no other attempt (of this process or another) uses.
+    fn next_attempt(&self) -> String {
+        let n = self.inner.attempts.fetch_add(1, Ordering::Relaxed);
+        format!("{}{n:x}", self.inner.owner)
+    }
+
+    /// Adds one claim-script invocation for `digest` as `attempt` to `pipe`.
+    fn push_claim(&self, pipe: &mut redis::Pipeline, digest: &TicketDigest, attempt: &str) {
+        pipe.cmd("EVALSHA")
+            .arg(self.inner.claim.get_hash())
+            .arg(2)
+            .arg(self.key(digest))
+            .arg(self.refused_key(digest, attempt))
+            .arg(attempt)
+            .arg(self.inner.ttl_s)
+            .arg(self.inner.owner.as_str());
+    }
+
+    /// The claim script for one attempt: 1 ours, 0 another's, -1 refused.
+    async fn run_claim(&self, digest: &TicketDigest, attempt: &str) -> Result<i64, CallError> {
+        let (key, refused) = (self.key(digest), self.refused_key(digest, attempt));
+        let inner = &self.inner;
+        let (script, ttl, owner) = (&inner.claim, inner.ttl_s, inner.owner.as_str());
+        let (key, refused) = (&key, &refused);
+        inner
+            .client
+            .call(move |mut c| async move {
+                script
+                    .key(key)
+                    .key(refused)
+                    .arg(attempt)
+                    .arg(ttl)
+                    .arg(owner)
+                    .invoke_async::<i64>(&mut c)
+                    .await
+            })
             .await
-            .map(|v| v != Value::Nil)
     }
 
     pub async fn claim(&self, digest: &TicketDigest) -> Result<Claim, LedgerError> {
@@ -141,140 +223,64 @@ impl RedisLedger {
         if inner.known.contains(digest) {
             return Ok(Claim::AlreadyClaimed);
         }
-        match self.set_nx(digest).await {
-            Ok(set) => {
-                self.answered();
+        // Claims made locally are written back before Redis decides again: until then a
+        // ticket claimed here during the outage could be won in Redis by another replica.
+        if inner.on_unavailable == OnUnavailable::Local && self.pending() > 0 {
+            return Ok(self.claim_locally(digest));
+        }
+        let attempt = self.next_attempt();
+        match self.run_claim(digest, &attempt).await {
+            Ok(1) => {
+                inner.metrics.ledger_reachable.set(1);
                 inner.known.insert(digest);
-                Ok(if set && inner.mine.insert(digest) {
+                Ok(if inner.mine.insert(digest) {
                     Claim::Won
                 } else {
                     Claim::AlreadyClaimed
                 })
+            }
+            Ok(held) => {
+                inner.metrics.ledger_reachable.set(1);
+                if held != 0 {
+                    // A fresh attempt has no refusal mark: Redis holds a stale one.
+                    tracing::debug!(held, "claim script: unexpected answer for a fresh attempt");
+                }
+                inner.known.insert(digest);
+                Ok(Claim::AlreadyClaimed)
             }
             Err(e) => {
                 inner
                     .metrics
                     .ledger_error(LedgerKind::Redis, LedgerOp::Claim);
                 inner.metrics.ledger_reachable.set(0);
-                let first = inner.streak.failed();
                 match inner.on_unavailable {
                     OnUnavailable::Deny => {
-                        if first {
-                            tracing::warn!(error = %e, "Redis does not answer; refusing fallback tickets (FALLBACK_LEDGER_UNAVAILABLE=deny)");
+                        // The claim may still land (Redis slow, the reply lost): released,
+                        // so the caller's retry finds the ticket usable.
+                        if !matches!(e, CallError::Down) {
+                            self.release_later(digest, attempt);
                         }
                         Err(LedgerError::Unavailable)
                     }
-                    OnUnavailable::Local => {
-                        if first {
-                            tracing::warn!(error = %e, "Redis does not answer; claiming fallback tickets in this process until it does (FALLBACK_LEDGER_UNAVAILABLE=local)");
-                        }
-                        inner.known.insert(digest);
-                        if !inner.mine.insert(digest) {
-                            return Ok(Claim::AlreadyClaimed);
-                        }
-                        self.lock_pending().insert(*digest.as_bytes());
-                        inner.metrics.ledger_local_claims.inc();
-                        inner.wake.notify_one();
-                        Ok(Claim::Won)
-                    }
+                    // A claim of this attempt landing later holds this process's value,
+                    // which the write-back recognises as its own.
+                    OnUnavailable::Local => Ok(self.claim_locally(digest)),
                 }
             }
         }
     }
 
-    fn answered(&self) {
-        self.inner.metrics.ledger_reachable.set(1);
-        if self.inner.streak.succeeded() {
-            tracing::info!("Redis answers again; fallback claims go to Redis");
-        }
-    }
-
-    /// Writes up to one batch of pending local claims to Redis.
-    pub async fn backfill_once(&self) -> BackfillReport {
-        let batch: Vec<TicketDigest> = self
-            .lock_pending()
-            .iter()
-            .take(BACKFILL_BATCH)
-            .map(|d| TicketDigest::from_bytes(*d))
-            .collect();
-        let mut report = BackfillReport::default();
-        for digest in batch {
-            match self.backfill_one(&digest).await {
-                Ok(conflict) => {
-                    self.lock_pending().remove(digest.as_bytes());
-                    report.written += usize::from(!conflict);
-                    report.conflicts += usize::from(conflict);
-                }
-                Err(()) => break,
-            }
-        }
-        report.pending = self.pending();
-        report
-    }
-
-    /// Ok(true) when another replica had claimed it.
-    async fn backfill_one(&self, digest: &TicketDigest) -> Result<bool, ()> {
+    /// Claims in process memory, pending until written back to Redis.
+    fn claim_locally(&self, digest: &TicketDigest) -> Claim {
         let inner = &self.inner;
-        let fail = |e: crate::redis_client::CallError| {
-            inner
-                .metrics
-                .ledger_error(LedgerKind::Redis, LedgerOp::Backfill);
-            tracing::debug!(error = %e, "backfill of local fallback claims paused: Redis does not answer");
-        };
-        if self.set_nx(digest).await.map_err(fail)? {
-            self.answered();
-            return Ok(false);
+        inner.known.insert(digest);
+        if !inner.mine.insert(digest) {
+            return Claim::AlreadyClaimed;
         }
-        let key = self.key(digest);
-        let holder: Option<String> = inner
-            .client
-            .call(|mut c| async move { redis::cmd("GET").arg(key).query_async(&mut c).await })
-            .await
-            .map_err(fail)?;
-        self.answered();
-        if holder.as_deref() == Some(inner.owner.as_str()) {
-            // Our own earlier SET applied although its answer was lost.
-            return Ok(false);
-        }
-        inner.metrics.ledger_conflicts.inc();
-        tracing::warn!(
-            ticket = %digest.short_hex(),
-            "fallback ticket was claimed by another replica while Redis was unreachable: used twice"
-        );
-        Ok(true)
-    }
-
-    /// Runs until `stop`: while local claims are pending, writes them every second.
-    pub fn spawn_backfill(&self, stop: CancellationToken) -> tokio::task::JoinHandle<()> {
-        let ledger = self.clone();
-        tokio::spawn(async move {
-            loop {
-                tokio::select! {
-                    () = stop.cancelled() => return,
-                    () = ledger.inner.wake.notified() => {}
-                }
-                while ledger.pending() > 0 {
-                    let report = tokio::select! {
-                        () = stop.cancelled() => return,
-                        report = ledger.backfill_once() => report,
-                    };
-                    if report.written + report.conflicts > 0 {
-                        tracing::info!(
-                            written = report.written,
-                            conflicts = report.conflicts,
-                            pending = report.pending,
-                            "local fallback claims written to Redis"
-                        );
-                    }
-                    if report.pending > 0 {
-                        tokio::select! {
-                            () = stop.cancelled() => return,
-                            () = tokio::time::sleep(BACKFILL_PAUSE) => {}
-                        }
-                    }
-                }
-            }
-        })
+        lock(&inner.pending).insert(*digest.as_bytes());
+        inner.metrics.ledger_local_claims.inc();
+        inner.wake.notify_one();
+        Claim::Won
     }
 
     /// Tickets of `set` consumed by any replica. Redis is asked about every ticket not yet
@@ -285,7 +291,7 @@ impl RedisLedger {
     /// million `EXISTS` per replica on every reload tick. Keys found are remembered.
     pub async fn count_consumed(&self, set: &TicketSet) -> Result<usize, LedgerError> {
         let inner = &self.inner;
-        let fail = |e: crate::redis_client::CallError| {
+        let fail = |e: CallError| {
             inner
                 .metrics
                 .ledger_error(LedgerKind::Redis, LedgerOp::Count);
@@ -304,12 +310,12 @@ impl RedisLedger {
             CountBy::Scan => self.find_by_scan(set).await,
         }
         .map_err(fail)?;
-        self.answered();
+        inner.metrics.ledger_reachable.set(1);
         Ok(inner.known.count_in(set))
     }
 
     /// `EXISTS` for every ticket of `set` not known consumed, `COUNT_BATCH` per round trip.
-    async fn find_by_exists(&self, set: &TicketSet) -> Result<(), crate::redis_client::CallError> {
+    async fn find_by_exists(&self, set: &TicketSet) -> Result<(), CallError> {
         let inner = &self.inner;
         let mut chunk = Vec::with_capacity(COUNT_BATCH);
         let mut digests = set.iter().peekable();
@@ -324,9 +330,10 @@ impl RedisLedger {
             for d in &unknown {
                 pipe.cmd("EXISTS").arg(self.key(d));
             }
+            let pipe = &pipe;
             let found: Vec<bool> = inner
                 .client
-                .call(|mut c| async move { pipe.query_async(&mut c).await })
+                .call(move |mut c| async move { pipe.query_async(&mut c).await })
                 .await?;
             for (d, exists) in unknown.iter().zip(found) {
                 if exists {
@@ -339,7 +346,7 @@ impl RedisLedger {
 
     /// `SCAN` over this service's consumed marks, `SCAN_PAGE` keys visited per round trip;
     /// marks of tickets outside `set` (rotated out, not yet expired) are not remembered.
-    async fn find_by_scan(&self, set: &TicketSet) -> Result<(), crate::redis_client::CallError> {
+    async fn find_by_scan(&self, set: &TicketSet) -> Result<(), CallError> {
         let inner = &self.inner;
         let prefix = inner.client.key(KEY_SUFFIX);
         let pattern = format!("{}*", glob_escape(&prefix));
@@ -351,9 +358,10 @@ impl RedisLedger {
                 .arg(&pattern)
                 .arg("COUNT")
                 .arg(SCAN_PAGE);
+            let scan = &scan;
             let (next, keys): (u64, Vec<Vec<u8>>) = inner
                 .client
-                .call(|mut c| async move { scan.query_async(&mut c).await })
+                .call(move |mut c| async move { scan.query_async(&mut c).await })
                 .await?;
             for key in keys {
                 let digest = key
@@ -369,13 +377,10 @@ impl RedisLedger {
             cursor = next;
         }
     }
+}
 
-    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashSet<[u8; 32]>> {
-        self.inner
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-    }
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// How a recount finds consumed tickets in Redis.

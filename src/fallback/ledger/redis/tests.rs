@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::redis_client::testing::{self, OwnRedis};
+use tokio_util::sync::CancellationToken;
 
 fn ledger(url: &str, prefix: &str, on: OnUnavailable, m: &FallbackMetrics) -> RedisLedger {
     RedisLedger::new(
@@ -143,6 +144,138 @@ async fn deny_fails_closed() {
         m.ledger_errors.with_label_values(&["redis", "claim"]).get(),
         1
     );
+}
+
+/// Redis slower than the timeout: `deny` answers "unavailable", and the claim, which lands
+/// in Redis after that answer, does not consume the ticket: another replica (or the
+/// client's retry) can still use it.
+#[tokio::test]
+async fn deny_never_burns_a_ticket_it_refused() {
+    let own = OwnRedis::start();
+    let proxy = testing::DelayProxy::start(own.port).await;
+    let prefix = testing::unique_prefix("deny-slow");
+    let mut config = testing::config(&proxy.url(), &prefix);
+    config.timeout = Duration::from_millis(200);
+    let m = metrics();
+    let slow = RedisLedger::new(
+        RedisClient::connect_lazy(&config).expect("client"),
+        Duration::from_secs(86_400),
+        OnUnavailable::Deny,
+        m.clone(),
+    );
+    let stop = CancellationToken::new();
+    let task = slow.spawn_backfill(stop.clone());
+    let warm = TicketDigest::of(b"warm");
+    assert_eq!(slow.claim(&warm).await.expect("claim"), Claim::Won);
+
+    proxy.set_delay(Duration::from_millis(700));
+    let refused: Vec<TicketDigest> = (0..5)
+        .map(|n| TicketDigest::of(format!("slow-{n}").as_bytes()))
+        .collect();
+    // The first waits out the timeout (its claim is on its way); the breaker answers the
+    // rest at once.
+    for d in &refused {
+        assert!(matches!(slow.claim(d).await, Err(LedgerError::Unavailable)));
+    }
+    // Long after the delayed claim reached Redis.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let direct = ledger(&own.url(), &prefix, OnUnavailable::Deny, &metrics());
+    for d in &refused {
+        assert_eq!(direct.claim(d).await.expect("claim"), Claim::Won, "{d:?}");
+    }
+    assert_eq!(
+        direct.claim(&warm).await.expect("claim"),
+        Claim::AlreadyClaimed
+    );
+    // The release sent right behind the claim got no answer in time either; the task
+    // repeats it once Redis answers promptly.
+    proxy.set_delay(Duration::ZERO);
+    wait_released(&slow).await;
+    stop.cancel();
+    task.await.expect("task stops");
+}
+
+/// The release and the claim may reach Redis in either order: a release first leaves a
+/// mark that stops the claim from landing; a claim first is deleted by the release.
+#[tokio::test]
+async fn a_released_attempt_never_lands_in_either_order() {
+    let own = OwnRedis::start();
+    let l = ledger(
+        &own.url(),
+        &testing::unique_prefix("order"),
+        OnUnavailable::Deny,
+        &metrics(),
+    );
+    let (first, second) = (
+        TicketDigest::of(b"release-first"),
+        TicketDigest::of(b"claim-first"),
+    );
+    for (digest, release_first) in [(first, true), (second, false)] {
+        let attempt = l.next_attempt();
+        if release_first {
+            l.release_later(&digest, attempt.clone());
+            wait_released(&l).await;
+            assert_eq!(l.run_claim(&digest, &attempt).await.expect("claim"), -1);
+        } else {
+            assert_eq!(l.run_claim(&digest, &attempt).await.expect("claim"), 1);
+            l.release_later(&digest, attempt.clone());
+            wait_released(&l).await;
+        }
+        let other = ledger(
+            &own.url(),
+            &l.inner.client.key(""),
+            OnUnavailable::Deny,
+            &metrics(),
+        );
+        assert_eq!(other.claim(&digest).await.expect("claim"), Claim::Won);
+    }
+}
+
+async fn wait_released(l: &RedisLedger) {
+    for _ in 0..250 {
+        if l.releases_pending() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("never released");
+}
+
+/// Ten thousand local claims are written back in one round (pipelined), and until they are,
+/// claims are decided locally, so Redis never hands another replica a ticket claimed here.
+#[tokio::test]
+async fn ten_thousand_local_claims_are_written_back_in_one_round_before_redis_decides_again() {
+    let mut own = OwnRedis::start();
+    let prefix = testing::unique_prefix("write-back");
+    let a = ledger(&own.url(), &prefix, OnUnavailable::Local, &metrics());
+    let (tickets, _) = numbered("wb", 10_000);
+    own.stop();
+    for d in &tickets {
+        assert_eq!(a.claim(d).await.expect("local"), Claim::Won);
+    }
+    own.restart();
+    a.inner.client.until_available().await;
+    // Redis answers, but claims stay local until the write-back: no Redis key for this one.
+    let during = TicketDigest::of(b"during-write-back");
+    assert_eq!(a.claim(&during).await.expect("local"), Claim::Won);
+    let report = a.backfill_once().await;
+    assert_eq!(
+        (report.written, report.conflicts, report.pending),
+        (10_001, 0, 0)
+    );
+    let b = ledger(&own.url(), &prefix, OnUnavailable::Local, &metrics());
+    assert_eq!(
+        b.claim(&during).await.expect("claim"),
+        Claim::AlreadyClaimed
+    );
+    assert_eq!(
+        b.claim(&tickets[9_999]).await.expect("claim"),
+        Claim::AlreadyClaimed
+    );
+    // Nothing pending: Redis decides again.
+    let after = TicketDigest::of(b"after-write-back");
+    assert_eq!(a.claim(&after).await.expect("claim"), Claim::Won);
+    assert_eq!(b.claim(&after).await.expect("claim"), Claim::AlreadyClaimed);
 }
 
 #[test]
