@@ -60,10 +60,24 @@ fn identity_tls(s: &Settings, tls: bool, p: &mut Problems) -> Option<IdentityTls
         return None;
     }
     let ca_pem = ca.and_then(|path| p.take(read_pem(CA, &path, PemKind::Certificates)));
-    let client = match (cert, key) {
+    let client = client_identity((CERT, cert), (KEY, key), p);
+    Some(IdentityTls {
+        ca_pem,
+        client,
+        server_name,
+    })
+}
+
+/// A client certificate and its key, read and checked; each needs the other.
+pub(super) fn client_identity(
+    (cert_var, cert): (&str, Option<PathBuf>),
+    (key_var, key): (&str, Option<PathBuf>),
+    p: &mut Problems,
+) -> Option<ClientIdentity> {
+    match (cert, key) {
         (Some(cert), Some(key)) => {
-            let cert_pem = p.take(read_pem(CERT, &cert, PemKind::Certificates));
-            let key_pem = p.take(read_pem(KEY, &key, PemKind::PrivateKey));
+            let cert_pem = p.take(read_pem(cert_var, &cert, PemKind::Certificates));
+            let key_pem = p.take(read_pem(key_var, &key, PemKind::PrivateKey));
             cert_pem
                 .zip(key_pem)
                 .map(|(cert_pem, key_pem)| ClientIdentity {
@@ -73,32 +87,31 @@ fn identity_tls(s: &Settings, tls: bool, p: &mut Problems) -> Option<IdentityTls
         }
         (Some(_), None) => {
             p.push(
-                KEY,
-                format!("required with {CERT} (the client certificate's key)"),
+                key_var,
+                format!("required with {cert_var} (the client certificate's key)"),
             );
             None
         }
         (None, Some(_)) => {
-            p.push(CERT, format!("required with {KEY}"));
+            p.push(cert_var, format!("required with {key_var}"));
             None
         }
         (None, None) => None,
-    };
-    Some(IdentityTls {
-        ca_pem,
-        client,
-        server_name,
-    })
+    }
 }
 
 #[derive(Clone, Copy)]
-enum PemKind {
+pub(super) enum PemKind {
     Certificates,
     PrivateKey,
 }
 
 /// Reads a PEM file and checks that it holds what it should; the error names `var`.
-fn read_pem(var: &str, path: &std::path::Path, kind: PemKind) -> Result<Vec<u8>, ConfigError> {
+pub(super) fn read_pem(
+    var: &str,
+    path: &std::path::Path,
+    kind: PemKind,
+) -> Result<Vec<u8>, ConfigError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let bytes = std::fs::read(path)
