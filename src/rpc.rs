@@ -95,7 +95,7 @@ impl RpcClient {
     pub fn new(
         routes: Routes,
         deadline: Duration,
-        tls: &crate::config::OutgoingTls,
+        tls: &crate::tls::OutgoingTls,
     ) -> Result<Self, String> {
         let http = crate::tls::http_client(deadline, tls)?;
         Ok(Self {

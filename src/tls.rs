@@ -13,7 +13,21 @@ use std::time::Duration;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::OutgoingTls;
+/// A PEM certificate chain and its private key; the key's `Debug` shows no content.
+#[derive(Debug, Clone)]
+pub struct ClientIdentity {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: secrecy::SecretSlice<u8>,
+}
+
+/// TLS of an outgoing HTTPS or gRPC client (rpc backends, the OTLP collector), files
+/// already read by the configuration: a CA instead of the public roots, and a client
+/// certificate for mTLS.
+#[derive(Debug, Clone, Default)]
+pub struct OutgoingTls {
+    pub ca_pem: Option<Vec<u8>>,
+    pub client: Option<ClientIdentity>,
+}
 
 /// Makes ring rustls' process-wide default, once. A provider installed earlier by someone
 /// else is kept (installing is first-wins).

@@ -18,6 +18,8 @@ use std::time::Duration;
 pub use crate::config_error::{ConfigError, ConfigErrors};
 pub use secrets::SecretFiles;
 pub use settings::Settings;
+// TLS material as the configuration reads it; defined beside the clients that use it.
+pub use crate::tls::{ClientIdentity, OutgoingTls};
 use value::env_enum;
 pub use value::Secret;
 
@@ -182,13 +184,6 @@ pub struct IdentityTls {
     pub server_name: Option<String>,
 }
 
-/// A PEM certificate chain and its private key; the key's `Debug` shows no content.
-#[derive(Debug, Clone)]
-pub struct ClientIdentity {
-    pub cert_pem: Vec<u8>,
-    pub key_pem: secrecy::SecretSlice<u8>,
-}
-
 #[derive(Debug, Clone)]
 pub struct Fallback {
     /// `None`: no pool at all.
@@ -211,14 +206,6 @@ pub struct Rpc {
     pub deadline: Duration,
     /// `RPC_TLS_CA_PATH`, read: the CA of `https://` backends.
     pub tls: OutgoingTls,
-}
-
-/// TLS of an outgoing HTTPS or gRPC client (rpc backends, the OTLP collector), files
-/// already read: a CA instead of the public roots, and a client certificate for mTLS.
-#[derive(Debug, Clone, Default)]
-pub struct OutgoingTls {
-    pub ca_pem: Option<Vec<u8>>,
-    pub client: Option<ClientIdentity>,
 }
 
 #[derive(Debug, Clone)]

@@ -44,19 +44,16 @@ fn identity_tls(s: &Settings, tls: bool, p: &mut Problems) -> Option<IdentityTls
         .filter(|n| !n.is_empty())
         .map(str::to_owned);
     if !tls {
-        for (var, set) in [
-            (CA, ca.is_some()),
-            (CERT, cert.is_some()),
-            (KEY, key.is_some()),
-            (NAME, server_name.is_some()),
-        ] {
-            if set {
-                p.push(
-                    var,
-                    "set, but identity-service is reached in plaintext: set IDENTITY_VALIDATE_NEGOTIATION_TYPE=tls (or an https:// address)",
-                );
-            }
-        }
+        refuse_set(
+            &[
+                (CA, ca.is_some()),
+                (CERT, cert.is_some()),
+                (KEY, key.is_some()),
+                (NAME, server_name.is_some()),
+            ],
+            "set, but identity-service is reached in plaintext: set IDENTITY_VALIDATE_NEGOTIATION_TYPE=tls (or an https:// address)",
+            p,
+        );
         return None;
     }
     let ca_pem = ca.and_then(|path| p.take(read_pem(CA, &path, PemKind::Certificates)));
@@ -66,6 +63,16 @@ fn identity_tls(s: &Settings, tls: bool, p: &mut Problems) -> Option<IdentityTls
         client,
         server_name,
     })
+}
+
+/// TLS files that would do nothing (the connection is plaintext) are an error: the operator
+/// meant the peer to be verified.
+pub(super) fn refuse_set(vars: &[(&str, bool)], message: &str, p: &mut Problems) {
+    for (var, set) in vars {
+        if *set {
+            p.push(var, message);
+        }
+    }
 }
 
 /// A client certificate and its key, read and checked; each needs the other.

@@ -3,7 +3,7 @@
 //! PEM at startup; and the OTLP `key=value` lists (`OTEL_RESOURCE_ATTRIBUTES`,
 //! `OTEL_EXPORTER_OTLP_HEADERS`).
 
-use super::identity::{client_identity, read_pem, PemKind};
+use super::identity::{client_identity, read_pem, refuse_set, PemKind};
 use super::*;
 
 /// `RPC_TLS_CA_PATH`, read: the CA the `https://` rpc backends' certificates are checked
@@ -28,18 +28,15 @@ pub(super) fn otlp_tls(s: &Settings, url: &str, p: &mut Problems) -> OutgoingTls
     let cert = non_empty_path(s.otel_exporter_otlp_client_certificate.as_deref());
     let key = non_empty_path(s.otel_exporter_otlp_client_key.as_deref());
     if !url.starts_with("https://") {
-        for (var, set) in [
-            (CA, ca.is_some()),
-            (CERT, cert.is_some()),
-            (KEY, key.is_some()),
-        ] {
-            if set {
-                p.push(
-                    var,
-                    format!("set, but the OTLP endpoint {url} is not https://"),
-                );
-            }
-        }
+        refuse_set(
+            &[
+                (CA, ca.is_some()),
+                (CERT, cert.is_some()),
+                (KEY, key.is_some()),
+            ],
+            &format!("set, but the OTLP endpoint {url} is not https://"),
+            p,
+        );
         return OutgoingTls::default();
     }
     OutgoingTls {
