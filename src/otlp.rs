@@ -1,15 +1,23 @@
-//! The OTLP/HTTP span exporter: built on the TLS-capable HTTP client (`tls`), and wrapped so
-//! that a failed export is never silent. The SDK drops a batch it cannot deliver and, built
-//! without its internal logs, says nothing; here each failure counts in
-//! `realtime_otel_export_failures_total` and logs a WARN, at most one per
+//! The OTLP span exporter, over HTTP/protobuf (the TLS-capable blocking HTTP client of `tls`)
+//! or over gRPC (tonic), and wrapped so that a failed export is never silent. The SDK drops
+//! a batch it cannot deliver and, built without its internal logs, says nothing; here each
+//! failure counts in `realtime_otel_export_failures_total` and logs a WARN, at most one per
 //! `WARN_INTERVAL` with the number held back, so a collector outage cannot flood the log.
+//!
+//! The gRPC exporter's channel lives on a small runtime of its own (one worker thread,
+//! `otlp-grpc`): the SDK's batch processor exports from a plain thread, and tonic needs a
+//! runtime for its connection and timers. Each export is polled inside that runtime.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Mutex, PoisonError};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::config::{OtlpProtocol, OutgoingTls, TracesEndpoint};
 use crate::log_limit::LogLimit;
 
-use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+use opentelemetry_otlp::{WithExportConfig, WithHttpConfig, WithTonicConfig};
 use opentelemetry_sdk::error::OTelSdkResult;
 use opentelemetry_sdk::trace::{SpanData, SpanExporter};
 use opentelemetry_sdk::Resource;
@@ -19,20 +27,80 @@ use crate::metrics::OTEL_EXPORT_FAILURES;
 /// At most one export-failure WARN per this interval.
 pub const WARN_INTERVAL: Duration = Duration::from_secs(30);
 
-/// The OTLP/HTTP exporter for `url` (the full `/v1/traces` URL), counting its failures.
+/// The exporter `endpoint` describes, counting its failures.
 pub fn span_exporter(
-    url: String,
-    timeout: Duration,
+    endpoint: &TracesEndpoint,
 ) -> Result<CountingExporter<opentelemetry_otlp::SpanExporter>, String> {
-    let client = crate::tls::blocking_http_client(timeout)?;
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_http_client(client)
-        .with_endpoint(url)
-        .with_timeout(timeout)
-        .build()
-        .map_err(|e| e.to_string())?;
-    Ok(CountingExporter::new(exporter))
+    match endpoint.protocol {
+        OtlpProtocol::HttpProtobuf => {
+            let client = crate::tls::blocking_http_client(endpoint.timeout, &endpoint.tls)?;
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_http()
+                .with_http_client(client)
+                .with_endpoint(endpoint.url.clone())
+                .with_timeout(endpoint.timeout)
+                .build()
+                .map_err(|e| e.to_string())?;
+            Ok(CountingExporter::new(exporter))
+        }
+        OtlpProtocol::Grpc => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .thread_name("otlp-grpc")
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the exporter's runtime: {e}"))?;
+            let exporter = {
+                // tonic spawns its connection task where the channel is built.
+                let _inside = runtime.enter();
+                let mut builder = opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(endpoint.url.clone())
+                    .with_timeout(endpoint.timeout);
+                if endpoint.url.starts_with("https://") {
+                    builder = builder.with_tls_config(grpc_tls(&endpoint.tls));
+                }
+                builder.build().map_err(|e| e.to_string())?
+            };
+            let mut counting = CountingExporter::new(exporter);
+            counting.runtime = Some(runtime);
+            Ok(counting)
+        }
+    }
+}
+
+/// tonic's TLS for the collector: as `crate::tls::client_config_with` for HTTP, a CA
+/// replaces the public roots.
+fn grpc_tls(tls: &OutgoingTls) -> tonic::transport::ClientTlsConfig {
+    use secrecy::ExposeSecret;
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let mut config = match &tls.ca_pem {
+        Some(ca) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)),
+        None => ClientTlsConfig::new().with_webpki_roots(),
+    };
+    if let Some(client) = &tls.client {
+        config = config.identity(Identity::from_pem(
+            &client.cert_pem,
+            client.key_pem.expose_secret(),
+        ));
+    }
+    config
+}
+
+/// A future polled inside a runtime's context (its reactor and timers), from any thread.
+struct InRuntime<'a, T> {
+    handle: tokio::runtime::Handle,
+    future: Pin<Box<dyn Future<Output = T> + Send + 'a>>,
+}
+
+impl<T> Future for InRuntime<'_, T> {
+    type Output = T;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<T> {
+        let this = &mut *self;
+        let _inside = this.handle.enter();
+        this.future.as_mut().poll(cx)
+    }
 }
 
 /// A `SpanExporter` that counts and reports the failures of the one it wraps.
@@ -40,6 +108,8 @@ pub fn span_exporter(
 pub struct CountingExporter<E> {
     inner: E,
     warnings: Mutex<LogLimit>,
+    /// The gRPC exporter's runtime; shut down after the exporter, when this is dropped.
+    runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl<E> CountingExporter<E> {
@@ -47,6 +117,7 @@ impl<E> CountingExporter<E> {
         Self {
             inner,
             warnings: Mutex::new(LogLimit::new(WARN_INTERVAL)),
+            runtime: None,
         }
     }
 
@@ -71,7 +142,17 @@ impl<E> CountingExporter<E> {
 
 impl<E: SpanExporter> SpanExporter for CountingExporter<E> {
     async fn export(&self, batch: Vec<SpanData>) -> OTelSdkResult {
-        let result = self.inner.export(batch).await;
+        let export = self.inner.export(batch);
+        let result = match &self.runtime {
+            Some(runtime) => {
+                InRuntime {
+                    handle: runtime.handle().clone(),
+                    future: Box::pin(export),
+                }
+                .await
+            }
+            None => export.await,
+        };
         if let Err(e) = &result {
             self.failed(e);
         }
@@ -104,7 +185,14 @@ mod tests {
     /// failures were counted meanwhile (other tests in this binary export nothing).
     fn export_one_span(url: String) -> u64 {
         let before = OTEL_EXPORT_FAILURES.get();
-        let exporter = span_exporter(url, Duration::from_secs(2)).expect("exporter builds");
+        let endpoint = TracesEndpoint {
+            url,
+            var: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            protocol: OtlpProtocol::HttpProtobuf,
+            timeout: Duration::from_secs(2),
+            tls: OutgoingTls::default(),
+        };
+        let exporter = span_exporter(&endpoint).expect("exporter builds");
         let provider = SdkTracerProvider::builder()
             .with_simple_exporter(exporter)
             .build();

@@ -3,7 +3,8 @@
 //! a deadline. Mapping the answer onto Centrifugo's reply is a decision (`decide::rpc`).
 //!
 //! Backends are `http://` or `https://` URLs; https verifies the backend's certificate
-//! against the webpki roots (see `tls`). Any other scheme is refused at startup.
+//! against the webpki roots, or against `RPC_TLS_CA_PATH` when set (see `tls`). Any other
+//! scheme is refused at startup.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -91,8 +92,12 @@ pub struct RpcClient {
 }
 
 impl RpcClient {
-    pub fn new(routes: Routes, deadline: Duration) -> Result<Self, reqwest::Error> {
-        let http = crate::tls::http_client(deadline)?;
+    pub fn new(
+        routes: Routes,
+        deadline: Duration,
+        tls: &crate::tls::OutgoingTls,
+    ) -> Result<Self, String> {
+        let http = crate::tls::http_client(deadline, tls)?;
         Ok(Self {
             routes: std::sync::Arc::new(routes),
             http,

@@ -7,8 +7,10 @@
 //! The OpenTelemetry layer is installed when something uses it (an exporter, or JSON logs),
 //! unless `OTEL_SDK_DISABLED=true` (the Rust SDK does not read that variable itself): it
 //! gives every request span a trace id for the logs, and continues a caller's `traceparent`
-//! to identity-service. Spans are exported over OTLP/HTTP or HTTPS (`otlp`: failures are
-//! counted and logged) only when an endpoint is configured, sampled as `OTEL_TRACES_SAMPLER` says.
+//! to identity-service. Spans are exported over OTLP (HTTP/protobuf or gRPC, plain or TLS;
+//! `otlp`: failures are counted and logged) only when an endpoint is configured, sampled as
+//! `OTEL_TRACES_SAMPLER` says, with the resource `OTEL_RESOURCE_ATTRIBUTES`,
+//! `OTEL_SERVICE_NAME` and the build's `service.version` describe.
 //!
 //! The W3C trace-context propagator is installed explicitly: the SDK's default global
 //! propagator does nothing, and `traceparent` would silently vanish between Centrifugo's
@@ -22,6 +24,7 @@ use std::io::IsTerminal;
 use std::sync::{Arc, OnceLock};
 
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry::KeyValue;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use opentelemetry_sdk::Resource;
@@ -155,7 +158,23 @@ fn names_target(log_level: &str, target: &str) -> bool {
 /// The tracer provider: always there (ids for logs, propagation), exporting only with an
 /// endpoint.
 fn tracer_provider(settings: &Telemetry) -> Result<SdkTracerProvider, TelemetryError> {
-    let resource = Resource::builder()
+    // Built from the configuration alone (no detector reads the process environment behind
+    // its back): OTEL_RESOURCE_ATTRIBUTES, then service.name as resolved (OTEL_SERVICE_NAME
+    // over the attributes' service.name) and service.version of this build unless given.
+    let mut attributes: Vec<KeyValue> = settings
+        .resource_attributes
+        .iter()
+        .map(|(k, v)| KeyValue::new(k.clone(), v.clone()))
+        .collect();
+    if !settings
+        .resource_attributes
+        .iter()
+        .any(|(k, _)| k == "service.version")
+    {
+        attributes.push(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+    }
+    let resource = Resource::builder_empty()
+        .with_attributes(attributes)
         .with_service_name(settings.service_name.clone())
         .build();
     let Some(endpoint) = &settings.traces_endpoint else {
@@ -166,9 +185,8 @@ fn tracer_provider(settings: &Telemetry) -> Result<SdkTracerProvider, TelemetryE
             .with_resource(resource)
             .build());
     };
-    let exporter =
-        crate::otlp::span_exporter(endpoint.url.clone(), std::time::Duration::from_secs(5))
-            .map_err(|e| TelemetryError::Exporter(endpoint.var, e))?;
+    let exporter = crate::otlp::span_exporter(endpoint)
+        .map_err(|e| TelemetryError::Exporter(endpoint.var, e))?;
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_sampler(sampler(settings.sampling))

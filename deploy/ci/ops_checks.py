@@ -3,7 +3,7 @@
 subcommand per check (deploy_checks.py has the kustomize overlays, alerts and live checks).
 
 Each subcommand prints what it looked at and exits 0 (pass) or 1 (fail). Run from the
-repository root. Needs PyYAML (a dependency of kubernetes-validate).
+repository root. Needs PyYAML (a dependency of kubernetes-validate), through deploy_checks.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ import re
 import sys
 from typing import Any, Iterator
 
-import yaml
+# The same directory: the shared helpers of the deploy checks.
+from deploy_checks import Failures, load_docs
 
 DASHBOARD = "deploy/grafana/realtime-service.json"
 # Every panel query selects on these dashboard variables.
@@ -31,29 +32,6 @@ DASHBOARD_METRICS = [
     "realtime_proxy_overload_rejections_total", "realtime_publish_limiter_fallback_total",
     "realtime_otel_export_failures_total",
 ]
-
-
-class Failures:
-    def __init__(self) -> None:
-        self.items: list[str] = []
-
-    def check(self, ok: bool, message: str) -> bool:
-        if not ok:
-            self.items.append(message)
-            print(f"  problem: {message}")
-        return ok
-
-    def exit(self, summary: str) -> None:
-        if self.items:
-            print(f"{len(self.items)} problem(s)")
-            sys.exit(1)
-        print(summary)
-        sys.exit(0)
-
-
-def load_docs(path: str) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return [d for d in yaml.safe_load_all(f) if d is not None]
 
 
 def panels(items: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:

@@ -109,9 +109,18 @@ impl Application {
         })?;
         let identity = Gateway::new(client, detector);
         let probe = probe::spawn(identity.clone(), config.identity.probe_interval);
-        let rpc = RpcClient::new(config.rpc.routes.clone(), config.rpc.deadline).map_err(|e| {
+        let rpc = RpcClient::new(
+            config.rpc.routes.clone(),
+            config.rpc.deadline,
+            &config.rpc.tls,
+        )
+        .map_err(|e| {
+            let var = match config.rpc.tls.ca_pem {
+                Some(_) => "RPC_TLS_CA_PATH",
+                None => "RPC_ROUTES",
+            };
             ConfigErrors::from(ConfigError::new(
-                "RPC_ROUTES",
+                var,
                 format!("cannot build the HTTP client: {e}"),
             ))
         })?;

@@ -18,6 +18,8 @@ use std::time::Duration;
 pub use crate::config_error::{ConfigError, ConfigErrors};
 pub use secrets::SecretFiles;
 pub use settings::Settings;
+// TLS material as the configuration reads it; defined beside the clients that use it.
+pub use crate::tls::{ClientIdentity, OutgoingTls};
 use value::env_enum;
 pub use value::Secret;
 
@@ -67,6 +69,11 @@ env_enum! {
         ParentBasedAlwaysOff = "parentbased_always_off",
         ParentBasedTraceIdRatio = "parentbased_traceidratio",
     }
+}
+
+env_enum! {
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`: the OTLP transports the spec defines, less JSON.
+    pub enum OtlpProtocol { HttpProtobuf = "http/protobuf", Grpc = "grpc" }
 }
 
 env_enum! {
@@ -177,13 +184,6 @@ pub struct IdentityTls {
     pub server_name: Option<String>,
 }
 
-/// A PEM certificate chain and its private key; the key's `Debug` shows no content.
-#[derive(Debug, Clone)]
-pub struct ClientIdentity {
-    pub cert_pem: Vec<u8>,
-    pub key_pem: secrecy::SecretSlice<u8>,
-}
-
 #[derive(Debug, Clone)]
 pub struct Fallback {
     /// `None`: no pool at all.
@@ -204,6 +204,8 @@ pub struct Publish {
 pub struct Rpc {
     pub routes: Routes,
     pub deadline: Duration,
+    /// `RPC_TLS_CA_PATH`, read: the CA of `https://` backends.
+    pub tls: OutgoingTls,
 }
 
 #[derive(Debug, Clone)]
@@ -219,15 +221,25 @@ pub struct Telemetry {
     /// Where spans are exported; `None`: nowhere (with JSON logs, spans still get ids for
     /// the logs and propagation).
     pub traces_endpoint: Option<TracesEndpoint>,
+    /// `OTEL_SERVICE_NAME`, else `service.name` of `OTEL_RESOURCE_ATTRIBUTES`, else
+    /// `realtime-service`.
     pub service_name: String,
+    /// `OTEL_RESOURCE_ATTRIBUTES`, decoded, without `service.name` (in `service_name`).
+    pub resource_attributes: Vec<(String, String)>,
     pub sampling: Sampling,
 }
 
-/// The full OTLP/HTTP traces URL and the variable it came from (for error messages).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where and how spans are exported.
+#[derive(Debug, Clone)]
 pub struct TracesEndpoint {
+    /// The full URL: OTLP/HTTP's `/v1/traces` URL, or the gRPC collector's address.
     pub url: String,
+    /// The variable the URL came from (for error messages).
     pub var: &'static str,
+    pub protocol: OtlpProtocol,
+    /// How long one export may take.
+    pub timeout: Duration,
+    pub tls: OutgoingTls,
 }
 
 /// Which spans are sampled (exported), from `OTEL_TRACES_SAMPLER` and its argument.
@@ -340,6 +352,7 @@ impl Config {
         positive(&mut p, "RPC_DEADLINE_MS", s.rpc_deadline_ms);
         let routes =
             p.take(Routes::parse(&s.rpc_routes).map_err(|e| ConfigError::new("RPC_ROUTES", e.0)));
+        let rpc_tls = rpc_tls(s, &mut p);
         let telemetry = telemetry(s, &mut p);
         let listen = listen(s, &mut p);
         p.finish(|| Self {
@@ -368,6 +381,7 @@ impl Config {
             rpc: Rpc {
                 routes: routes.unwrap_or_default(),
                 deadline: Duration::from_millis(s.rpc_deadline_ms),
+                tls: rpc_tls.unwrap_or_default(),
             },
             drain_delay: Duration::from_millis(s.shutdown_drain_delay_ms),
             shutdown_timeout: Duration::from_millis(s.shutdown_timeout_ms),

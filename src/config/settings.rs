@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use super::value::{EnvValue, RedisUrl, Secret};
-use super::{LogFormat, Negotiation, ProxyAuthMode, StatusMode, TracesSampler};
+use super::{LogFormat, Negotiation, OtlpProtocol, ProxyAuthMode, StatusMode, TracesSampler};
 use crate::config_error::{ConfigErrors, Problems};
 
 macro_rules! settings_table {
@@ -167,6 +167,9 @@ settings_table! {
     rpc_routes: String = "RPC_ROUTES", String::new();
     /// `RPC_DEADLINE_MS`, default 800 ms: the whole backend call for one rpc.
     rpc_deadline_ms: u64 = "RPC_DEADLINE_MS", 800;
+    /// `RPC_TLS_CA_PATH`: PEM CA bundle that signs the `https://` backends' certificates
+    /// (instead of the public roots).
+    rpc_tls_ca_path: Option<String> = "RPC_TLS_CA_PATH", None;
 
     /// `SHUTDOWN_DRAIN_DELAY_MS`, default 5000 ms: time between SIGTERM (readiness 503) and
     /// closing the listeners, so endpoints can be updated first.
@@ -181,8 +184,31 @@ settings_table! {
     /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`: the full traces URL, used as is; wins over
     /// `OTEL_EXPORTER_OTLP_ENDPOINT`.
     otel_exporter_otlp_traces_endpoint: Option<String> = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", None;
-    /// `OTEL_SERVICE_NAME`, default `realtime-service`.
-    otel_service_name: String = "OTEL_SERVICE_NAME", "realtime-service".into();
+    /// `OTEL_EXPORTER_OTLP_PROTOCOL`: `http/protobuf` (default) | `grpc`.
+    otel_exporter_otlp_protocol: Option<OtlpProtocol> = "OTEL_EXPORTER_OTLP_PROTOCOL", None;
+    /// `OTEL_EXPORTER_OTLP_TRACES_PROTOCOL`: the same for traces; wins.
+    otel_exporter_otlp_traces_protocol: Option<OtlpProtocol> = "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", None;
+    /// `OTEL_EXPORTER_OTLP_TIMEOUT`: ms one export may take, default 5000.
+    otel_exporter_otlp_timeout: Option<u64> = "OTEL_EXPORTER_OTLP_TIMEOUT", None;
+    /// `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`: the same for traces; wins.
+    otel_exporter_otlp_traces_timeout: Option<u64> = "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", None;
+    /// `OTEL_EXPORTER_OTLP_CERTIFICATE`: PEM CA bundle that signs an `https://` collector's
+    /// certificate (instead of the public roots).
+    otel_exporter_otlp_certificate: Option<String> = "OTEL_EXPORTER_OTLP_CERTIFICATE", None;
+    /// `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`: PEM client certificate chain for mTLS.
+    otel_exporter_otlp_client_certificate: Option<String> = "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", None;
+    /// `OTEL_EXPORTER_OTLP_CLIENT_KEY`: PEM private key of the client certificate.
+    otel_exporter_otlp_client_key: Option<String> = "OTEL_EXPORTER_OTLP_CLIENT_KEY", None;
+    /// `OTEL_EXPORTER_OTLP_HEADERS`: `key=value,...` sent with every export (read by the
+    /// exporter itself; checked here, printed redacted: they often carry an API key).
+    otel_exporter_otlp_headers: Option<Secret> = "OTEL_EXPORTER_OTLP_HEADERS", None;
+    /// `OTEL_EXPORTER_OTLP_TRACES_HEADERS`: the same for traces; wins.
+    otel_exporter_otlp_traces_headers: Option<Secret> = "OTEL_EXPORTER_OTLP_TRACES_HEADERS", None;
+    /// `OTEL_SERVICE_NAME`: wins over `service.name` in `OTEL_RESOURCE_ATTRIBUTES`; neither:
+    /// `realtime-service`.
+    otel_service_name: Option<String> = "OTEL_SERVICE_NAME", None;
+    /// `OTEL_RESOURCE_ATTRIBUTES`: `key=value,...` (values percent-encoded) on every span.
+    otel_resource_attributes: String = "OTEL_RESOURCE_ATTRIBUTES", String::new();
     /// `OTEL_TRACES_SAMPLER`: a sampler name of the OpenTelemetry spec; unset:
     /// `parentbased_traceidratio` at 0.01 (every callback is a root span).
     otel_traces_sampler: Option<TracesSampler> = "OTEL_TRACES_SAMPLER", None;

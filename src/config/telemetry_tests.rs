@@ -100,15 +100,20 @@ fn unknown_samplers_and_bad_ratios_name_their_variable() {
 #[test]
 fn the_traces_endpoint_wins_over_the_generic_one() {
     let endpoint = |extra: &[(&'static str, &'static str)]| {
-        with(extra).expect("valid").telemetry.traces_endpoint
+        with(extra)
+            .expect("valid")
+            .telemetry
+            .traces_endpoint
+            .map(|e| (e.url, e.var, e.protocol))
     };
     assert_eq!(endpoint(&[]), None);
     assert_eq!(
         endpoint(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/")]),
-        Some(TracesEndpoint {
-            url: "http://collector:4318/v1/traces".into(),
-            var: "OTEL_EXPORTER_OTLP_ENDPOINT"
-        })
+        Some((
+            "http://collector:4318/v1/traces".into(),
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            OtlpProtocol::HttpProtobuf
+        ))
     );
     assert_eq!(
         endpoint(&[
@@ -118,10 +123,25 @@ fn the_traces_endpoint_wins_over_the_generic_one() {
                 "http://traces:4318/custom/path"
             ),
         ]),
-        Some(TracesEndpoint {
-            url: "http://traces:4318/custom/path".into(),
-            var: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
-        })
+        Some((
+            "http://traces:4318/custom/path".into(),
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            OtlpProtocol::HttpProtobuf
+        ))
+    );
+    // gRPC: the generic endpoint is the collector's address, no path appended; the traces
+    // protocol wins over the generic one.
+    assert_eq!(
+        endpoint(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "grpc"),
+        ]),
+        Some((
+            "http://collector:4317".into(),
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            OtlpProtocol::Grpc
+        ))
     );
     let disabled = with(&[
         (
@@ -132,8 +152,98 @@ fn the_traces_endpoint_wins_over_the_generic_one() {
     ])
     .expect("valid")
     .telemetry;
-    assert_eq!(disabled.traces_endpoint, None);
+    assert!(disabled.traces_endpoint.is_none());
     assert!(!disabled.otel_enabled);
+}
+
+#[test]
+fn export_timeouts_follow_the_signal_then_the_generic_variable() {
+    let timeout = |extra: &[(&'static str, &'static str)]| {
+        let mut all = vec![("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318")];
+        all.extend_from_slice(extra);
+        with(&all)
+            .expect("valid")
+            .telemetry
+            .traces_endpoint
+            .expect("an endpoint")
+            .timeout
+    };
+    assert_eq!(timeout(&[]), Duration::from_millis(5000));
+    assert_eq!(
+        timeout(&[("OTEL_EXPORTER_OTLP_TIMEOUT", "2500")]),
+        Duration::from_millis(2500)
+    );
+    assert_eq!(
+        timeout(&[
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "700")
+        ]),
+        Duration::from_millis(700)
+    );
+    let err = err_text(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+        ("OTEL_EXPORTER_OTLP_TIMEOUT", "0"),
+    ]);
+    assert!(err.starts_with("OTEL_EXPORTER_OTLP_TIMEOUT:"), "{err}");
+    let err = err_text(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]);
+    assert!(
+        err.contains("grpc") && err.contains("http/protobuf"),
+        "{err}"
+    );
+}
+
+#[test]
+fn the_service_name_comes_from_its_variable_then_the_resource_attributes() {
+    let telemetry = |extra: &[(&'static str, &'static str)]| {
+        let t = with(extra).expect("valid").telemetry;
+        (t.service_name, t.resource_attributes)
+    };
+    assert_eq!(telemetry(&[]), ("realtime-service".into(), vec![]));
+    assert_eq!(
+        telemetry(&[(
+            "OTEL_RESOURCE_ATTRIBUTES",
+            "service.name=from-attributes,deployment.environment=prod"
+        )]),
+        (
+            "from-attributes".into(),
+            vec![("deployment.environment".into(), "prod".into())]
+        )
+    );
+    assert_eq!(
+        telemetry(&[
+            ("OTEL_RESOURCE_ATTRIBUTES", "service.name=from-attributes"),
+            ("OTEL_SERVICE_NAME", "from-variable"),
+        ])
+        .0,
+        "from-variable"
+    );
+    for (var, bad) in [
+        ("OTEL_RESOURCE_ATTRIBUTES", "novalue"),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "api-key"),
+        ("OTEL_EXPORTER_OTLP_TRACES_HEADERS", "x=%zz"),
+    ] {
+        let err = err_text(&[(var, bad)]);
+        assert!(err.starts_with(&format!("{var}:")), "{err}");
+    }
+}
+
+#[test]
+fn tls_files_for_the_collector_need_an_https_endpoint() {
+    let err = err_text(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318"),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca.pem"),
+    ]);
+    assert!(err.starts_with("OTEL_EXPORTER_OTLP_CERTIFICATE:"), "{err}");
+    let err = err_text(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318"),
+        ("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE", "/etc/client.pem"),
+    ]);
+    assert!(err.contains("OTEL_EXPORTER_OTLP_CLIENT_KEY"), "{err}");
+    let err = err_text(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4318"),
+        ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/definitely/missing.pem"),
+    ]);
+    assert!(err.starts_with("OTEL_EXPORTER_OTLP_CERTIFICATE:"), "{err}");
 }
 
 #[test]

@@ -34,7 +34,7 @@ fn defaults_match_the_documented_values() {
     assert_eq!(s.fallback_low_watermark, 1000);
     assert_eq!(s.fallback_connect_ttl_s, 300);
     assert_eq!(s.shutdown_drain_delay_ms, 5000);
-    assert_eq!(s.otel_service_name, "realtime-service");
+    assert_eq!(s.otel_service_name, None);
     let c = with(&[]).expect("valid");
     assert!(c.fallback.tickets_path.is_none());
     assert!(c.listen.grpc.is_none());

@@ -9,13 +9,14 @@ use std::time::{Duration, Instant};
 const BINARY: &str = env!("CARGO_BIN_EXE_realtime-service");
 const COMMANDS: [&str; 5] = ["serve", "check-config", "demo", "sign", "healthcheck"];
 
-/// Runs the binary with `args`, stdin an open pipe that is never written (a command that
-/// waited on it, or started serving, would not exit), killed after 20 s.
-fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
+/// Runs the binary with `args` and only `env` (and `LISTEN_PORT=1`, a port nothing should
+/// serve on, in case a command wrongly starts), killed after 20 s. `stdin`: `Some` is written
+/// and closed; `None` is a pipe held open and never written (a command that waited on it, or
+/// started serving, would not exit).
+fn run(args: &[&str], env: &[(&str, &str)], stdin: Option<&[u8]>) -> Output {
     let mut child = Command::new(BINARY)
         .args(args)
         .env_clear()
-        // A port nothing should be serving on, in case a command wrongly starts.
         .env("LISTEN_PORT", "1")
         .envs(env.iter().copied())
         .stdin(Stdio::piped())
@@ -23,7 +24,11 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .expect("the binary starts");
-    let stdin = child.stdin.take();
+    let mut pipe = child.stdin.take();
+    if let (Some(body), Some(mut open)) = (stdin, pipe.take()) {
+        // A command that refuses early exits before reading: the pipe may be closed.
+        let _ = open.write_all(body);
+    }
     let deadline = Instant::now() + Duration::from_secs(20);
     while child.try_wait().expect("wait").is_none() {
         if Instant::now() > deadline {
@@ -32,7 +37,7 @@ fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    drop(stdin);
+    drop(pipe);
     child.wait_with_output().expect("output")
 }
 
@@ -44,7 +49,7 @@ fn text(bytes: &[u8]) -> String {
 fn every_subcommand_answers_help_with_its_usage_and_exit_codes() {
     for command in COMMANDS {
         for flag in ["--help", "-h"] {
-            let output = run(&[command, flag], &[]);
+            let output = run(&[command, flag], &[], None);
             let stdout = text(&output.stdout);
             assert_eq!(
                 output.status.code(),
@@ -56,7 +61,7 @@ fn every_subcommand_answers_help_with_its_usage_and_exit_codes() {
             assert!(stdout.contains("exit codes:"), "{command} {flag}: {stdout}");
         }
     }
-    let top = run(&["--help"], &[]);
+    let top = run(&["--help"], &[], None);
     assert_eq!(top.status.code(), Some(0));
     for command in COMMANDS {
         assert!(text(&top.stdout).contains(command), "{}", text(&top.stdout));
@@ -69,7 +74,7 @@ fn every_subcommand_refuses_an_unknown_argument_with_exit_2_and_its_usage() {
         for extra in [&["--verbose"][..], &["extra"], &["--help", "more"]] {
             let mut args = vec![command];
             args.extend_from_slice(extra);
-            let output = run(&args, &[]);
+            let output = run(&args, &[], None);
             let stderr = text(&output.stderr);
             assert_eq!(output.status.code(), Some(2), "{args:?}: {output:?}");
             assert!(stderr.contains("unknown argument"), "{args:?}: {stderr}");
@@ -77,7 +82,7 @@ fn every_subcommand_refuses_an_unknown_argument_with_exit_2_and_its_usage() {
             assert!(output.stdout.is_empty(), "{args:?}: {output:?}");
         }
     }
-    let unknown = run(&["frobnicate"], &[]);
+    let unknown = run(&["frobnicate"], &[], None);
     assert_eq!(unknown.status.code(), Some(2));
     assert!(text(&unknown.stderr).contains("unknown command"));
 }
@@ -106,7 +111,7 @@ fn check_config_names_every_bad_variable_in_one_run() {
     env.push(("FALLBACK_TICKETS_PATH", "/var/run/secrets/tickets"));
     // Valid itself, but it requires FALLBACK_LEDGER_PATH.
     env.push(("FALLBACK_LEDGER", "file"));
-    let output = run(&["check-config"], &env);
+    let output = run(&["check-config"], &env, None);
     let stderr = text(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
     let mut named: Vec<&str> = parse_errors.iter().map(|(var, _)| *var).collect();
@@ -133,20 +138,7 @@ fn check_config_names_every_bad_variable_in_one_run() {
 }
 
 fn run_sign(env: &[(&str, &str)], body: &[u8]) -> Output {
-    let mut child = Command::new(BINARY)
-        .arg("sign")
-        .env_clear()
-        .envs(env.iter().copied())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sign starts");
-    let mut stdin = child.stdin.take().expect("stdin");
-    // A refused secret exits before reading, so the pipe may already be closed.
-    let _ = stdin.write_all(body);
-    drop(stdin);
-    child.wait_with_output().expect("output")
+    run(&["sign"], env, Some(body))
 }
 
 #[test]

@@ -147,6 +147,24 @@ fn docs_deploy_and_readme_name_no_issue_number_and_nothing_planned() {
     );
 }
 
+#[test]
+fn every_page_that_uses_ns_sets_it() {
+    let mut paths = files_under("docs");
+    paths.extend(files_under("deploy"));
+    paths.push("README.md".to_owned());
+    let undefined: Vec<String> = paths
+        .into_iter()
+        .filter(|path| {
+            std::fs::read_to_string(root().join(path))
+                .is_ok_and(|text| text.contains("$NS") && !text.contains("NS="))
+        })
+        .collect();
+    assert!(
+        undefined.is_empty(),
+        "commands use $NS but the page never sets NS=...: {undefined:?}"
+    );
+}
+
 /// Units of measured figures. A figure with one of these in the README must be a figure of
 /// docs/benchmarks.md.
 const MEASURED_UNITS: [&str; 5] = ["µs", "us", "MiB", "MB", "x"];

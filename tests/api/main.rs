@@ -25,6 +25,7 @@ mod grpc_support;
 mod helpers;
 mod logs;
 mod ops;
+mod otlp;
 mod outage;
 mod pool;
 mod pool_fleet;

@@ -215,7 +215,7 @@ fn serve_otlp(stream: TcpStream, tx: &mpsc::Sender<String>) {
 }
 
 /// The binary serving with `env` (HMAC auth), its stdout piped.
-async fn serve(env: &[(&str, &str)]) -> Service {
+pub(crate) async fn serve(env: &[(&str, &str)]) -> Service {
     let mut all = vec![
         ("CENTRIFUGO_PROXY_SECRET", "telemetry-test-secret-7c1e9a04"),
         ("SHUTDOWN_DRAIN_DELAY_MS", "0"),
@@ -225,7 +225,7 @@ async fn serve(env: &[(&str, &str)]) -> Service {
 }
 
 /// SIGTERM, exit 0, and everything the binary wrote to stdout.
-async fn stop(mut service: Service) -> String {
+pub(crate) async fn stop(mut service: Service) -> String {
     signal(&service, "TERM");
     assert_eq!(
         exit_code(&mut service, Duration::from_secs(20)).await,
@@ -243,7 +243,7 @@ async fn stop(mut service: Service) -> String {
 }
 
 /// An unsigned connect: refused 401 with a WARN inside the request's span.
-async fn unsigned_connect(port: u16, traceparent: Option<&str>) {
+pub(crate) async fn unsigned_connect(port: u16, traceparent: Option<&str>) {
     let mut request = crate::helpers::http_client()
         .post(format!("http://127.0.0.1:{port}/centrifugo/connect"))
         .header("content-type", "application/json")

@@ -27,13 +27,18 @@ use realtime_service::identity::proto::{SubscriptionTier, ValidateRequest, Valid
 /// The name on identity-service's certificate; the test reaches it as 127.0.0.1.
 const SERVER_NAME: &str = "identity.test";
 
-/// A private CA and what it signed, written as PEM files.
-struct Pki {
+/// A private CA and what it signed, written as PEM files: `ca.pem`, `server.crt` and
+/// `server.key` for the server's name, `client.crt` and `client.key`.
+pub(crate) struct Pki {
     dir: TempDir,
 }
 
 impl Pki {
     fn new() -> Self {
+        Self::for_server(SERVER_NAME)
+    }
+
+    pub(crate) fn for_server(server_name: &str) -> Self {
         let dir = TempDir::new();
         let ca_key = KeyPair::generate().unwrap();
         let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
@@ -48,7 +53,7 @@ impl Pki {
                 .unwrap();
             (cert.pem(), key.serialize_pem())
         };
-        let (server_cert, server_key) = signed(SERVER_NAME);
+        let (server_cert, server_key) = signed(server_name);
         let (client_cert, client_key) = signed("realtime-service.test");
         for (name, pem) in [
             ("ca.pem", ca_cert.pem()),
@@ -62,11 +67,11 @@ impl Pki {
         Self { dir }
     }
 
-    fn path(&self, name: &str) -> String {
+    pub(crate) fn path(&self, name: &str) -> String {
         self.dir.0.join(name).display().to_string()
     }
 
-    fn read(&self, name: &str) -> Vec<u8> {
+    pub(crate) fn read(&self, name: &str) -> Vec<u8> {
         std::fs::read(self.dir.0.join(name)).unwrap()
     }
 }

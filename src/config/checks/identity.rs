@@ -44,26 +44,47 @@ fn identity_tls(s: &Settings, tls: bool, p: &mut Problems) -> Option<IdentityTls
         .filter(|n| !n.is_empty())
         .map(str::to_owned);
     if !tls {
-        for (var, set) in [
-            (CA, ca.is_some()),
-            (CERT, cert.is_some()),
-            (KEY, key.is_some()),
-            (NAME, server_name.is_some()),
-        ] {
-            if set {
-                p.push(
-                    var,
-                    "set, but identity-service is reached in plaintext: set IDENTITY_VALIDATE_NEGOTIATION_TYPE=tls (or an https:// address)",
-                );
-            }
-        }
+        refuse_set(
+            &[
+                (CA, ca.is_some()),
+                (CERT, cert.is_some()),
+                (KEY, key.is_some()),
+                (NAME, server_name.is_some()),
+            ],
+            "set, but identity-service is reached in plaintext: set IDENTITY_VALIDATE_NEGOTIATION_TYPE=tls (or an https:// address)",
+            p,
+        );
         return None;
     }
     let ca_pem = ca.and_then(|path| p.take(read_pem(CA, &path, PemKind::Certificates)));
-    let client = match (cert, key) {
+    let client = client_identity((CERT, cert), (KEY, key), p);
+    Some(IdentityTls {
+        ca_pem,
+        client,
+        server_name,
+    })
+}
+
+/// TLS files that would do nothing (the connection is plaintext) are an error: the operator
+/// meant the peer to be verified.
+pub(super) fn refuse_set(vars: &[(&str, bool)], message: &str, p: &mut Problems) {
+    for (var, set) in vars {
+        if *set {
+            p.push(var, message);
+        }
+    }
+}
+
+/// A client certificate and its key, read and checked; each needs the other.
+pub(super) fn client_identity(
+    (cert_var, cert): (&str, Option<PathBuf>),
+    (key_var, key): (&str, Option<PathBuf>),
+    p: &mut Problems,
+) -> Option<ClientIdentity> {
+    match (cert, key) {
         (Some(cert), Some(key)) => {
-            let cert_pem = p.take(read_pem(CERT, &cert, PemKind::Certificates));
-            let key_pem = p.take(read_pem(KEY, &key, PemKind::PrivateKey));
+            let cert_pem = p.take(read_pem(cert_var, &cert, PemKind::Certificates));
+            let key_pem = p.take(read_pem(key_var, &key, PemKind::PrivateKey));
             cert_pem
                 .zip(key_pem)
                 .map(|(cert_pem, key_pem)| ClientIdentity {
@@ -73,32 +94,31 @@ fn identity_tls(s: &Settings, tls: bool, p: &mut Problems) -> Option<IdentityTls
         }
         (Some(_), None) => {
             p.push(
-                KEY,
-                format!("required with {CERT} (the client certificate's key)"),
+                key_var,
+                format!("required with {cert_var} (the client certificate's key)"),
             );
             None
         }
         (None, Some(_)) => {
-            p.push(CERT, format!("required with {KEY}"));
+            p.push(cert_var, format!("required with {key_var}"));
             None
         }
         (None, None) => None,
-    };
-    Some(IdentityTls {
-        ca_pem,
-        client,
-        server_name,
-    })
+    }
 }
 
 #[derive(Clone, Copy)]
-enum PemKind {
+pub(super) enum PemKind {
     Certificates,
     PrivateKey,
 }
 
 /// Reads a PEM file and checks that it holds what it should; the error names `var`.
-fn read_pem(var: &str, path: &std::path::Path, kind: PemKind) -> Result<Vec<u8>, ConfigError> {
+pub(super) fn read_pem(
+    var: &str,
+    path: &std::path::Path,
+    kind: PemKind,
+) -> Result<Vec<u8>, ConfigError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let bytes = std::fs::read(path)

@@ -2,9 +2,11 @@
 //! (address and TLS files) and telemetry (log filter, sampler, endpoints) have files of their own.
 
 mod identity;
+mod outgoing;
 mod telemetry;
 
 pub(in crate::config) use identity::identity;
+pub(in crate::config) use outgoing::rpc_tls;
 pub(in crate::config) use telemetry::telemetry;
 
 use std::net::SocketAddr;
@@ -17,8 +19,8 @@ use super::secrets::{check_secret, load_file, SecretFiles, MIN_SECRET_BYTES};
 use super::value::Secret;
 use super::{
     Auth, ClientIdentity, Fallback, GrpcTls, HttpServe, Identity, IdentityTls, Listen, Negotiation,
-    ProxyAuthMode, RootSampling, Sampling, Settings, Telemetry, TracesEndpoint, TracesSampler,
-    FALLBACK_TTL_RANGE_S,
+    OtlpProtocol, OutgoingTls, ProxyAuthMode, RootSampling, Sampling, Settings, Telemetry,
+    TracesEndpoint, TracesSampler, FALLBACK_TTL_RANGE_S,
 };
 use crate::config_error::{ConfigError, Problems};
 use crate::fallback::config::FallbackConfig;
