@@ -158,8 +158,29 @@ def cmd_dev_stack(args: argparse.Namespace) -> None:
              for f in rule.get("from", []) if "namespaceSelector" not in f]
     fails.check(any(matches(p_, pod_labels(cf)) for p_ in peers),
                 f"no same-namespace ingress peer of realtime-service-ingress selects Centrifugo's pods ({peers})")
-    fails.exit(f"{args.rendered}: realtime-service, Centrifugo (shipped config, shared secret), Redis; "
-               "services, namespace and NetworkPolicy peers match")
+    # The stand-in identity-service: where IDENTITY_VALIDATE_GRPC_ADDRESS points, selected by
+    # the egress policy, the service's own image running `standin`.
+    standin = find(docs, "Deployment", "identity-service")
+    if fails.check(standin is not None, "no Deployment identity-service (the stand-in)"):
+        (sc,) = standin["spec"]["template"]["spec"]["containers"]
+        ac = next((c_ for c_ in app["spec"]["template"]["spec"]["containers"] if c_["name"] == "realtime-service"), None)
+        fails.check(sc.get("args") == ["standin"] and ac is not None and sc["image"] == ac["image"],
+                    f"identity-service does not run `standin` from the service's image ({sc.get('image')})")
+        config = next((d for d in docs if d.get("kind") == "ConfigMap"
+                       and d["metadata"]["name"].startswith("realtime-service-config")), {})
+        target = config.get("data", {}).get("IDENTITY_VALIDATE_GRPC_ADDRESS", "")
+        isvc_name, _, iport = target.partition(":")
+        isvc = find(docs, "Service", isvc_name)
+        fails.check(isvc is not None and matches(isvc["spec"]["selector"], pod_labels(standin))
+                    and any(str(p_["port"]) == iport for p_ in isvc["spec"]["ports"]),
+                    f"IDENTITY_VALIDATE_GRPC_ADDRESS={target!r} does not reach the stand-in")
+        egress = find(docs, "NetworkPolicy", "realtime-service-egress")
+        epeers = [f.get("podSelector", {}).get("matchLabels", {}) for rule in (egress or {}).get("spec", {}).get("egress", [])
+                  for f in rule.get("to", []) if "namespaceSelector" not in f]
+        fails.check(any(p_ and matches(p_, pod_labels(standin)) for p_ in epeers),
+                    "no egress peer of realtime-service-egress selects the stand-in's pods")
+    fails.exit(f"{args.rendered}: realtime-service, Centrifugo (shipped config, shared secret), Redis, the "
+               "identity stand-in; services, namespace and NetworkPolicy peers match")
 
 
 def cmd_autoscaling(args: argparse.Namespace) -> None:
