@@ -18,6 +18,7 @@ mod grpc_connect;
 mod grpc_edge;
 mod grpc_ops;
 mod grpc_pool;
+mod grpc_protocol;
 mod grpc_proxies;
 mod grpc_raw;
 mod grpc_support;

@@ -9,6 +9,7 @@
 //! Authentication is the shared secret in `x-centrifugo-proxy-secret` metadata (Centrifugo's
 //! `grpc.static_metadata`), in every mode but `none`: nobody signs a protobuf body.
 
+mod head;
 mod message;
 mod peer;
 pub mod proto;
@@ -41,10 +42,11 @@ use crate::config::{ConfigError, GrpcTls};
 use crate::metrics::Metrics;
 use crate::proxy::{ProxyKind, Reply, Transport::Grpc};
 use crate::service::ProxyService;
+pub use head::parse_grpc_timeout;
 use message::frame;
 pub use peer::Warnings;
 use serve::Body;
-pub use serve::{parse_grpc_timeout, GrpcLimits};
+pub use serve::GrpcLimits;
 pub use shard::Shards;
 use wire::Envelope;
 
@@ -184,7 +186,8 @@ impl GrpcProxy {
             // SubscribeUnidirectional, SubscribeBidirectional, NotifyCacheEmpty,
             // NotifyChannelState, MapPublish, MapRemove, SharedPollRefresh, and anything else.
             other => Err(Status::unimplemented(format!(
-                "{other} is not served by realtime-service"
+                "unknown method {other} for service {}: not served by realtime-service",
+                proto::centrifugo_proxy_server::SERVICE_NAME
             ))),
         }
     }
