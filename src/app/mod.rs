@@ -160,6 +160,8 @@ impl Application {
                     serve: serve_limits,
                     message_timeout: config.edge.body_read_timeout,
                     max_message_bytes: config.edge.max_body_bytes,
+                    max_age: config.listen.grpc_max_age,
+                    max_age_grace: config.listen.grpc_max_age_grace,
                 };
                 let (service, auth, inflight) = (service.clone(), auth.clone(), inflight.clone());
                 let warnings = std::sync::Arc::new(grpc::Warnings::default());

@@ -16,6 +16,7 @@ mod grpc_cancel;
 mod grpc_compression;
 mod grpc_connect;
 mod grpc_edge;
+mod grpc_lifecycle;
 mod grpc_ops;
 mod grpc_pool;
 mod grpc_protocol;

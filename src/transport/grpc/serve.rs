@@ -61,8 +61,11 @@ const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// One WARN about refused connections or failed accepts at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(5);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-/// How long an evicted connection may take to flush its GOAWAY before it is dropped.
-const EVICTED_GRACE: Duration = Duration::from_secs(1);
+/// How long a closing connection with no call in flight (evicted, or at shutdown) may take
+/// to flush its GOAWAY before it is dropped.
+const CLOSED_GRACE: Duration = Duration::from_secs(1);
+/// "Never" for a timer that is off (a year; tokio caps sleeps at about two).
+const FAR: Duration = Duration::from_secs(365 * 24 * 3600);
 
 /// The bounds of the loop, from the HTTP listener's settings.
 #[derive(Debug, Clone, Copy)]
@@ -72,6 +75,23 @@ pub struct GrpcLimits {
     pub message_timeout: Duration,
     /// `PROXY_MAX_BODY_BYTES`: the largest request message served.
     pub max_message_bytes: usize,
+    /// `GRPC_PROXY_MAX_CONNECTION_AGE_S`: a graceful GOAWAY after this (jittered); `None`
+    /// keeps connections for as long as they are used.
+    pub max_age: Option<Duration>,
+    /// `GRPC_PROXY_MAX_CONNECTION_AGE_GRACE_S`: calls in flight at the age GOAWAY may
+    /// finish within this.
+    pub max_age_grace: Duration,
+}
+
+/// `age` jittered by +-10%, as grpc-go's MaxConnectionAge: connections opened together
+/// (every Centrifugo node after a deploy) do not all reconnect at the same moment.
+fn jittered(age: Duration) -> Duration {
+    let mut byte = [0u8; 2];
+    // Without randomness, no jitter: the age itself is still right.
+    let random = getrandom::fill(&mut byte).map_or(0.5, |()| {
+        f64::from(u16::from_le_bytes(byte)) / f64::from(u16::MAX)
+    });
+    age.mul_f64(0.9 + 0.2 * random)
 }
 
 /// Serves `proxy` on `listener` until `stop` resolves, then stops accepting, sends GOAWAY on
@@ -247,13 +267,13 @@ async fn serve_connection<T>(
     let mut closing = false;
     let timer = sleep(idle_limit(&limits, false));
     tokio::pin!(timer);
+    // GRPC_PROXY_MAX_CONNECTION_AGE_S: far in the future when off.
+    let aged = sleep(limits.max_age.map_or(FAR, jittered));
+    tokio::pin!(aged);
     loop {
         if !closing && *stop.borrow() {
             closing = true;
-            conn.graceful_shutdown();
-            timer
-                .as_mut()
-                .reset(Instant::now() + limits.serve.shutdown_timeout);
+            close_for_shutdown(&mut conn, calls.is_empty(), timer.as_mut(), &limits);
         }
         tokio::select! {
             accepted = conn.accept() => match accepted {
@@ -286,6 +306,10 @@ async fn serve_connection<T>(
                     peer.idle(now);
                     if !closing {
                         timer.as_mut().reset(now + idle_limit(&limits, authenticated));
+                    } else if timer.deadline() > now + CLOSED_GRACE {
+                        // Closing and nothing left in flight: a peer that never answers the
+                        // GOAWAY's PING holds nothing (shutdown included) past this.
+                        timer.as_mut().reset(now + CLOSED_GRACE);
                     }
                 }
             }
@@ -295,16 +319,22 @@ async fn serve_connection<T>(
                 tracing::debug!("gRPC connection evicted: idle the longest at HTTP_MAX_CONNECTIONS");
                 closing = true;
                 conn.abrupt_shutdown(Reason::NO_ERROR);
-                timer.as_mut().reset(Instant::now() + EVICTED_GRACE);
+                timer.as_mut().reset(Instant::now() + CLOSED_GRACE);
+            }
+            () = &mut aged, if !closing => {
+                // GRPC_PROXY_MAX_CONNECTION_AGE_S reached: Centrifugo's client opens a new
+                // connection (possibly to a new replica) for its next call; the calls in
+                // flight get the grace.
+                tracing::debug!("gRPC connection closed: GRPC_PROXY_MAX_CONNECTION_AGE_S reached");
+                closing = true;
+                conn.graceful_shutdown();
+                timer.as_mut().reset(Instant::now() + limits.max_age_grace);
             }
             changed = stop.changed(), if !closing => {
                 // A closed channel means the listener is gone: stop as for the signal.
                 if changed.is_err() {
                     closing = true;
-                    conn.graceful_shutdown();
-                    timer
-                        .as_mut()
-                        .reset(Instant::now() + limits.serve.shutdown_timeout);
+                    close_for_shutdown(&mut conn, calls.is_empty(), timer.as_mut(), &limits);
                 }
             }
             () = &mut timer, if closing || calls.is_empty() => {
@@ -321,6 +351,27 @@ async fn serve_connection<T>(
                     .reset(Instant::now() + limits.serve.header_read_timeout);
             }
         }
+    }
+}
+
+/// Shutdown: a connection with calls in flight gets a graceful GOAWAY and
+/// `SHUTDOWN_TIMEOUT_MS` for them; one with none is closed at once (GOAWAY without waiting
+/// for the peer's PING answer), so an idle peer does not hold the exit.
+fn close_for_shutdown<T, B>(
+    conn: &mut h2::server::Connection<T, B>,
+    idle: bool,
+    timer: std::pin::Pin<&mut tokio::time::Sleep>,
+    limits: &GrpcLimits,
+) where
+    T: AsyncRead + AsyncWrite + Unpin,
+    B: bytes::Buf,
+{
+    if idle {
+        conn.abrupt_shutdown(Reason::NO_ERROR);
+        timer.reset(Instant::now() + CLOSED_GRACE);
+    } else {
+        conn.graceful_shutdown();
+        timer.reset(Instant::now() + limits.serve.shutdown_timeout);
     }
 }
 
