@@ -153,7 +153,7 @@ impl Application {
         let grpc = match config.listen.grpc {
             Some(addr) => {
                 let tls = match &config.listen.grpc_tls {
-                    Some(tls) => Some(grpc::tls_config(tls).map_err(ConfigErrors::from)?),
+                    Some(tls) => Some(grpc::TlsFiles::load(tls).map_err(ConfigErrors::from)?),
                     None => None,
                 };
                 let limits = GrpcLimits {

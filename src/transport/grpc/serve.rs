@@ -43,6 +43,7 @@ use super::head::{self, parse_grpc_timeout};
 use super::message::{self, Encoding, Message, ACCEPTED_ENCODINGS};
 use super::peer::Peer;
 use super::shard::Shards;
+use super::tls::TlsFiles;
 use super::GrpcProxy;
 use crate::log_limit::LogLimit;
 use crate::transport::http::serve::table::{Open, Room, Table};
@@ -99,7 +100,7 @@ fn jittered(age: Duration) -> Duration {
 pub async fn serve(
     listener: TcpListener,
     shards: &Shards<GrpcProxy>,
-    tls: Option<TlsAcceptor>,
+    mut tls: Option<TlsFiles>,
     limits: GrpcLimits,
     evictions: IntCounter,
     stop: impl Future<Output = ()>,
@@ -157,7 +158,8 @@ pub async fn serve(
                     table.add(next_id, peer.clone());
                     let open = Open { table: table.clone(), id: next_id, gauge: None };
                     let shard = shards.next();
-                    let (tls, stop) = (tls.clone(), stop_rx.clone());
+                    // The files' current certificate: a renewal applies to new connections.
+                    let (tls, stop) = (tls.as_mut().map(TlsFiles::acceptor), stop_rx.clone());
                     connections.spawn_on(
                         async move {
                             let _open = open;
