@@ -5,11 +5,9 @@ use std::time::{Duration, Instant};
 
 use prost::Message as _;
 use realtime_service::app::Shutdown;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use crate::fake_identity::Scripted;
-use crate::grpc_raw::{framed, grpc_request, h2_connection};
+use crate::grpc_raw::{framed, grpc_request, h2_connection, preface_only};
 use crate::grpc_support::Call;
 use crate::helpers::{eventually, spawn_app_with};
 
@@ -61,12 +59,7 @@ async fn an_idle_connection_that_never_answers_goaway_does_not_hold_shutdown() {
     })
     .await;
     // The HTTP/2 preface, then silence: it never answers the PING of a graceful close.
-    let mut raw = TcpStream::connect(("127.0.0.1", app.grpc_port))
-        .await
-        .expect("connect");
-    raw.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-        .await
-        .expect("preface");
+    let _raw = preface_only(&app).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let started = Instant::now();
     let server = app.begin_shutdown(Shutdown::Immediate);
