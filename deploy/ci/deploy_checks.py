@@ -353,7 +353,7 @@ def check_overlay(r: Rendered, ref: dict[str, Setting], fails: Failures) -> None
         fails.check(env.get(PORT_SETTINGS[name]) == str(port), f"{p} {PORT_SETTINGS[name]} is not {port}")
         fails.check(sports.get(name, {}).get("port") == port and sports[name].get("targetPort") == name,
                     f"{p} Service port {name} is not {port} -> {name}")
-    fails.check(sports.get("grpc", {}).get("appProtocol") == "kubernetes.io/h2c", f"{p} Service grpc port is not h2c")
+    fails.check(sports.get("grpc", {}).get("appProtocol") == "grpc", f"{p} Service grpc port is not appProtocol grpc")
     for ep in smon["spec"]["endpoints"]:
         fails.check(ep.get("port") == "metrics", f"{p} ServiceMonitor scrapes {ep.get('port')!r}, not metrics")
         fails.check(ep.get("path", "/metrics") == "/metrics", f"{p} ServiceMonitor path is not /metrics")

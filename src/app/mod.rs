@@ -163,13 +163,15 @@ impl Application {
         let grpc = match config.listen.grpc {
             Some(addr) => {
                 let tls = match &config.listen.grpc_tls {
-                    Some(tls) => Some(grpc::tls_config(tls).map_err(ConfigErrors::from)?),
+                    Some(tls) => Some(grpc::TlsFiles::load(tls).map_err(ConfigErrors::from)?),
                     None => None,
                 };
                 let limits = GrpcLimits {
                     serve: serve_limits,
                     message_timeout: config.edge.body_read_timeout,
                     max_message_bytes: config.edge.max_body_bytes,
+                    max_age: config.listen.grpc_max_age,
+                    max_age_grace: config.listen.grpc_max_age_grace,
                 };
                 let (service, auth, inflight) = (service.clone(), auth.clone(), inflight.clone());
                 let warnings = std::sync::Arc::new(grpc::Warnings::default());

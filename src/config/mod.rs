@@ -127,6 +127,9 @@ pub struct Listen {
     /// Centrifugo's gRPC proxy protocol.
     pub grpc: Option<SocketAddr>,
     pub grpc_tls: Option<GrpcTls>,
+    /// `GRPC_PROXY_MAX_CONNECTION_AGE_S` (`None`: off) and its grace.
+    pub grpc_max_age: Option<Duration>,
+    pub grpc_max_age_grace: Duration,
 }
 
 #[derive(Debug, Clone)]

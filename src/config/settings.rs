@@ -51,6 +51,13 @@ settings_table! {
     /// `GRPC_PROXY_LISTEN_PORT`: Centrifugo's gRPC proxy protocol on this port; unset or
     /// empty: no gRPC listener.
     grpc_proxy_listen_port: Option<u16> = "GRPC_PROXY_LISTEN_PORT", None;
+    /// `GRPC_PROXY_MAX_CONNECTION_AGE_S`, default 300 s (0: off): a gRPC connection gets a
+    /// graceful GOAWAY after this long (jittered by +-10%), so Centrifugo reconnects and new
+    /// replicas get calls after a scale-out.
+    grpc_proxy_max_connection_age_s: u64 = "GRPC_PROXY_MAX_CONNECTION_AGE_S", 300;
+    /// `GRPC_PROXY_MAX_CONNECTION_AGE_GRACE_S`, default 30 s: how long calls in flight may
+    /// finish after that GOAWAY before the connection is closed.
+    grpc_proxy_max_connection_age_grace_s: u64 = "GRPC_PROXY_MAX_CONNECTION_AGE_GRACE_S", 30;
     /// `GRPC_PROXY_TLS_CERT_PATH`: PEM certificate chain for the gRPC listener.
     grpc_proxy_tls_cert_path: Option<String> = "GRPC_PROXY_TLS_CERT_PATH", None;
     /// `GRPC_PROXY_TLS_KEY_PATH`: PEM private key for the gRPC listener.

@@ -3,10 +3,10 @@
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::transport::Endpoint;
 
+use crate::grpc_raw::{closed_within, preface_only};
 use crate::grpc_support::{signed, Body, Call};
 use crate::helpers::{spawn_app_with, TestApp};
 use realtime_service::transport::grpc::proto::centrifugo_proxy_client::CentrifugoProxyClient;
@@ -29,35 +29,6 @@ async fn refresh(
         .refresh(signed(Call::connect("edge").refresh_message()))
         .await?;
     Ok(response.into_inner().body())
-}
-
-/// A raw connection that sends the HTTP/2 preface and an empty SETTINGS frame, then nothing.
-async fn preface_only(app: &TestApp) -> TcpStream {
-    let mut raw = TcpStream::connect(("127.0.0.1", app.grpc_port))
-        .await
-        .expect("connect");
-    raw.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-        .await
-        .expect("preface");
-    raw
-}
-
-/// Everything `raw` receives until the server closes it, or `None` if it is still open
-/// after `within`.
-async fn closed_within(raw: &mut TcpStream, within: Duration) -> Option<Vec<u8>> {
-    let mut seen = Vec::new();
-    tokio::time::timeout(within, async {
-        let mut buf = [0u8; 1024];
-        loop {
-            match raw.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => seen.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await
-    .ok()
-    .map(|()| seen)
 }
 
 #[tokio::test]
@@ -196,24 +167,10 @@ async fn an_idle_connection_gets_goaway_and_the_client_reconnects() {
 
     // A raw HTTP/2 connection that sends nothing after the preface (and never answers the
     // PING of a graceful close) gets GOAWAY, then is dropped after the grace.
-    let mut raw = TcpStream::connect(("127.0.0.1", app.grpc_port))
+    let mut raw = preface_only(&app).await;
+    let seen = closed_within(&mut raw, Duration::from_secs(5))
         .await
-        .expect("connect");
-    raw.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
-        .await
-        .expect("preface");
-    let mut seen = Vec::new();
-    let closed = tokio::time::timeout(Duration::from_secs(5), async {
-        let mut buf = [0u8; 1024];
-        loop {
-            match raw.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => seen.extend_from_slice(&buf[..n]),
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "the idle connection was not closed");
+        .expect("the idle connection was not closed");
     // A GOAWAY frame (type 7) came before the close.
     assert!(frame_types(&seen).contains(&7), "no GOAWAY in {seen:?}");
 
@@ -275,17 +232,31 @@ impl std::io::Write for Lines {
     }
 }
 
+impl Lines {
+    /// Captures what this thread logs until the guard drops. An app started meanwhile logs
+    /// here too: its gRPC shards log where the thread that starts them does.
+    fn capture() -> (Self, tracing::subscriber::DefaultGuard) {
+        let lines = Self::default();
+        let writer = lines.clone();
+        let guard = tracing::subscriber::set_default(
+            tracing_subscriber::fmt()
+                .with_ansi(false)
+                .with_writer(move || writer.clone())
+                .finish(),
+        );
+        (lines, guard)
+    }
+
+    fn count(&self, text: &str) -> usize {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .matches(text)
+            .count()
+    }
+}
+
 #[tokio::test]
 async fn unauthenticated_calls_are_all_counted_and_logged_at_most_once_per_interval() {
-    // The app's gRPC shards log where the thread that starts them does: here.
-    let lines = Lines::default();
-    let writer = lines.clone();
-    let _logs = tracing::subscriber::set_default(
-        tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish(),
-    );
+    let (lines, _logs) = Lines::capture();
     let app = spawn_app_with(|_| {}).await;
     let mut client = app.grpc();
     for _ in 0..40 {
@@ -300,24 +271,12 @@ async fn unauthenticated_calls_are_all_counted_and_logged_at_most_once_per_inter
             .await,
         40.0
     );
-    let text = String::from_utf8_lossy(&lines.0.lock().unwrap()).into_owned();
-    assert_eq!(
-        text.matches("request authentication failed").count(),
-        1,
-        "{text}"
-    );
+    assert_eq!(lines.count("request authentication failed"), 1);
 }
 
 #[tokio::test]
 async fn connections_closed_for_rapid_resets_are_logged_at_most_once_per_interval() {
-    let lines = Lines::default();
-    let writer = lines.clone();
-    let _logs = tracing::subscriber::set_default(
-        tracing_subscriber::fmt()
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish(),
-    );
+    let (lines, _logs) = Lines::capture();
     let app = spawn_app_with(|_| {}).await;
     for _ in 0..3 {
         let sender = crate::grpc_raw::h2_connection(&app).await;
@@ -337,11 +296,8 @@ async fn connections_closed_for_rapid_resets_are_logged_at_most_once_per_interva
         })
         .await;
     }
-    let text = String::from_utf8_lossy(&lines.0.lock().unwrap()).into_owned();
     assert_eq!(
-        text.matches("gRPC connection closed: too many streams reset")
-            .count(),
-        1,
-        "{text}"
+        lines.count("gRPC connection closed: too many streams reset"),
+        1
     );
 }

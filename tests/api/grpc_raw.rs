@@ -4,6 +4,9 @@
 
 use bytes::{BufMut, Bytes, BytesMut};
 use h2::client::SendRequest;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::codegen::http::{HeaderMap, Request, StatusCode};
 
@@ -101,4 +104,33 @@ pub async fn raw_call(app: &TestApp, request: Request<()>, body: Bytes) -> RawAn
         headers,
         data: data.freeze(),
     }
+}
+
+/// A raw connection that sends the HTTP/2 preface and an empty SETTINGS frame, then nothing.
+pub async fn preface_only(app: &TestApp) -> TcpStream {
+    let mut raw = TcpStream::connect(("127.0.0.1", app.grpc_port))
+        .await
+        .expect("connect");
+    raw.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .expect("preface");
+    raw
+}
+
+/// Everything `raw` receives until the server closes it, or `None` if it is still open
+/// after `within`.
+pub async fn closed_within(raw: &mut TcpStream, within: Duration) -> Option<Vec<u8>> {
+    let mut seen = Vec::new();
+    tokio::time::timeout(within, async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match raw.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await
+    .ok()
+    .map(|()| seen)
 }

@@ -340,3 +340,36 @@ async fn the_grpc_listener_requires_a_client_certificate_from_its_ca_when_config
         .expect("served with the client certificate");
     assert_eq!(body["result"]["user"], json!("u-tls-mtls"), "{body}");
 }
+
+#[tokio::test]
+async fn a_renewed_grpc_certificate_is_served_to_new_connections_without_a_restart() {
+    let (old, new) = (Pki::new(), Pki::new());
+    let app = grpc_tls_app(&old, false).await;
+    for ticket in ["tls-renew-1", "tls-renew-2"] {
+        app.identity
+            .add_ticket(ticket, crate::fake_identity::Scripted::success("u-renew"));
+    }
+    let body = grpc_tls_connect(&app, &old, false, "tls-renew-1")
+        .await
+        .expect("served with the first certificate");
+    assert_eq!(body["result"]["user"], json!("u-renew"), "{body}");
+
+    // cert-manager renews: the files at the same paths now hold another CA's certificate.
+    for name in ["server.crt", "server.key"] {
+        std::fs::write(old.path(name), new.read(name)).unwrap();
+    }
+    let mut renewed = None;
+    for _ in 0..40 {
+        if let Ok(body) = grpc_tls_connect(&app, &new, false, "tls-renew-2").await {
+            renewed = Some(body);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    let body = renewed.expect("the renewed certificate was never served");
+    assert_eq!(body["result"]["user"], json!("u-renew"), "{body}");
+    // A client that trusts only the old CA no longer gets in.
+    assert!(grpc_tls_connect(&app, &old, false, "tls-renew-3")
+        .await
+        .is_err());
+}

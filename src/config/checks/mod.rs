@@ -287,6 +287,9 @@ pub(super) fn listen(s: &Settings, p: &mut Problems) -> Option<Listen> {
         metrics,
         grpc,
         grpc_tls,
+        grpc_max_age: (s.grpc_proxy_max_connection_age_s > 0)
+            .then(|| Duration::from_secs(s.grpc_proxy_max_connection_age_s)),
+        grpc_max_age_grace: Duration::from_secs(s.grpc_proxy_max_connection_age_grace_s),
     })
 }
 

@@ -9,11 +9,13 @@
 //! Authentication is the shared secret in `x-centrifugo-proxy-secret` metadata (Centrifugo's
 //! `grpc.static_metadata`), in every mode but `none`: nobody signs a protobuf body.
 
+mod head;
 mod message;
 mod peer;
 pub mod proto;
 mod serve;
 pub mod shard;
+mod tls;
 mod wire;
 
 use std::future::Future;
@@ -27,7 +29,6 @@ use prometheus::IntCounter;
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio::time::timeout;
-use tokio_rustls::TlsAcceptor;
 use tonic::codegen::http::{HeaderMap, StatusCode};
 use tonic::metadata::MetadataMap;
 use tonic::Status;
@@ -37,15 +38,16 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use super::http::auth::ProxyAuth;
 use super::http::error::connect_status;
 use super::http::limits::InflightLimit;
-use crate::config::{ConfigError, GrpcTls};
 use crate::metrics::Metrics;
 use crate::proxy::{ProxyKind, Reply, Transport::Grpc};
 use crate::service::ProxyService;
+pub use head::parse_grpc_timeout;
 use message::frame;
 pub use peer::Warnings;
 use serve::Body;
-pub use serve::{parse_grpc_timeout, GrpcLimits};
+pub use serve::GrpcLimits;
 pub use shard::Shards;
+pub use tls::TlsFiles;
 use wire::Envelope;
 
 /// The metadata key Centrifugo's `grpc.static_metadata` carries the secret in.
@@ -184,7 +186,8 @@ impl GrpcProxy {
             // SubscribeUnidirectional, SubscribeBidirectional, NotifyCacheEmpty,
             // NotifyChannelState, MapPublish, MapRemove, SharedPollRefresh, and anything else.
             other => Err(Status::unimplemented(format!(
-                "{other} is not served by realtime-service"
+                "unknown method {other} for service {}: not served by realtime-service",
+                proto::centrifugo_proxy_server::SERVICE_NAME
             ))),
         }
     }
@@ -315,60 +318,11 @@ fn method_name(kind: ProxyKind) -> &'static str {
     }
 }
 
-/// The listener's TLS, from the configured PEM files (HTTP/2 by ALPN); errors name the
-/// variable.
-pub fn tls_config(tls: &GrpcTls) -> Result<TlsAcceptor, ConfigError> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let read = |var: &str, path: &std::path::Path| {
-        std::fs::read(path)
-            .map_err(|e| ConfigError::new(var, format!("cannot read {}: {e}", path.display())))
-    };
-    let pem = |var: &'static str| {
-        move |e: rustls::pki_types::pem::Error| ConfigError::new(var, format!("not PEM: {e}"))
-    };
-    let cert_var = "GRPC_PROXY_TLS_CERT_PATH";
-    let certs = CertificateDer::pem_slice_iter(&read(cert_var, &tls.cert)?)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(pem(cert_var))?;
-    if certs.is_empty() {
-        return Err(ConfigError::new(cert_var, "no certificate in the file"));
-    }
-    let key_var = "GRPC_PROXY_TLS_KEY_PATH";
-    let key = PrivateKeyDer::from_pem_slice(&read(key_var, &tls.key)?).map_err(pem(key_var))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| ConfigError::new(cert_var, e.to_string()))?;
-    let builder = match &tls.client_ca {
-        None => builder.with_no_client_auth(),
-        Some(path) => {
-            let ca_var = "GRPC_PROXY_TLS_CLIENT_CA_PATH";
-            let mut roots = rustls::RootCertStore::empty();
-            for ca in CertificateDer::pem_slice_iter(&read(ca_var, path)?) {
-                roots
-                    .add(ca.map_err(pem(ca_var))?)
-                    .map_err(|e| ConfigError::new(ca_var, e.to_string()))?;
-            }
-            let verifier =
-                rustls::server::WebPkiClientVerifier::builder_with_provider(roots.into(), provider)
-                    .build()
-                    .map_err(|e| ConfigError::new(ca_var, e.to_string()))?;
-            builder.with_client_cert_verifier(verifier)
-        }
-    };
-    let mut config = builder
-        .with_single_cert(certs, key)
-        .map_err(|e| ConfigError::new(key_var, e.to_string()))?;
-    config.alpn_protocols = vec![b"h2".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
 /// A bound gRPC listener with its service, ready to run.
 pub struct GrpcServer {
     listener: TcpListener,
     shards: Shards<GrpcProxy>,
-    tls: Option<TlsAcceptor>,
+    tls: Option<TlsFiles>,
     limits: GrpcLimits,
     /// `realtime_http_connections_evicted_total{transport="grpc"}`.
     evictions: IntCounter,
@@ -378,7 +332,7 @@ impl GrpcServer {
     pub fn new(
         listener: TcpListener,
         shards: Shards<GrpcProxy>,
-        tls: Option<TlsAcceptor>,
+        tls: Option<TlsFiles>,
         limits: GrpcLimits,
         evictions: IntCounter,
     ) -> Self {
