@@ -10,9 +10,10 @@
 //     BENCH_CF_LATENCY_CONCURRENCY in flight, BENCH_CF_ROUNDS rounds with the order of the two
 //     transports rotated: connects/s, p50/p99 of connect() -> `connected`, and CPU per
 //     connect (utime+stime from /proc/<pid>/stat) of this service and of Centrifugo.
-//   storm: BENCH_CF_STORM_CLIENTS clients held connected, then Centrifugo restarted (SIGTERM,
-//     a new process on the same port): time until every client is connected again, the
-//     stand-in's peak Validate calls in flight, and the errors the clients saw.
+//   storm: BENCH_CF_STORM_CLIENTS clients held connected, then Centrifugo restarted, by
+//     SIGKILL (a crash) and by SIGTERM (its graceful shutdown), a new process on the same
+//     port: time until every client is connected again, the stand-in's peak Validate calls
+//     in flight, and the errors the clients saw.
 //
 // Everything listens on 127.0.0.1; every wait has a deadline and the whole run is cut at
 // BENCH_CF_MAX_MINUTES. Prints markdown tables; the raw figures go to <run dir>/results.json.
@@ -352,7 +353,7 @@ async function stormRun(topo, variant, round, how) {
     };
     console.log(`storm ${variant} ${how} #${round}: ${reconnected}/${held} reconnected; the old Centrifugo closed clients from ${result.lostFirstMs} to ${result.lostLastMs} ms ` +
       `(${JSON.stringify(result.lostCodes)}) and exited (${JSON.stringify(exit)}) after ${result.stopMs} ms, new one healthy at ${result.upMs} ms, ` +
-      `all connected at ${result.allMs} ms, the last that did at ${result.lastMs} ms (p50 ${result.p50Ms}, p99 ${result.p99Ms} ms after SIGTERM); Validate calls ${stats.validate_calls} ` +
+      `all connected at ${result.allMs} ms, the last that did at ${result.lastMs} ms (p50 ${result.p50Ms}, p99 ${result.p99Ms} ms after the signal); Validate calls ${stats.validate_calls} ` +
       `(accepted ${stats.accepted}, reused ${stats.reused}, unknown ${stats.unknown}), peak in flight ${stats.peak_in_flight}; ` +
       `clients with errors ${result.withErrors} (other than transport: ${result.withNonTransport}), disconnected ${JSON.stringify(result.disconnected)}, error kinds ${JSON.stringify(kinds)}; ` +
       `CPU s: service ${fmt(result.svcSeconds, 2)}, new Centrifugo ${fmt(result.newCfSeconds, 2)}, stand-in ${fmt(result.standinSeconds, 2)}; getData calls per client ${fmt(result.ticketsPerClient, 2)} (live mints ${result.liveMints})`);

@@ -2,7 +2,7 @@
 # The service measured through the real Centrifugo v6.9.1 and its official JavaScript SDK,
 # over HTTP and gRPC proxies (bench/centrifugo/bench.mjs says what it runs):
 #
-#     bash bench/centrifugo/run.sh            # connect rounds, then the reconnect storm (~8 min)
+#     bash bench/centrifugo/run.sh            # connect rounds, then the reconnect storms (~17 min)
 #     bash bench/centrifugo/run.sh connect    # only connects/s, latency and CPU per connect
 #     bash bench/centrifugo/run.sh storm      # only the reconnect storm
 #
