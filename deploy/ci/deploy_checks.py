@@ -628,7 +628,9 @@ def cmd_centrifugo_config(args: argparse.Namespace) -> None:
             if disc:
                 fails.check(4000 <= disc["code"] <= 4999, f"{label}: disconnect code {disc['code']} not in 4000-4999")
             if err:
-                fails.check(400 <= err["code"] <= 1999 or err["code"] in {101, 107},
+                # Centrifugo's own codes the service's answers mean: 101 unauthorized, 107 bad
+                # request, 111 too many requests (the in-flight limit, as the gRPC answer says).
+                fails.check(400 <= err["code"] <= 1999 or err["code"] in {101, 107, 111},
                             f"{label}: error code {err['code']} outside the app range")
         got = {t["status_code"]: t for t in transforms}
         if grpc:
@@ -640,6 +642,7 @@ def cmd_centrifugo_config(args: argparse.Namespace) -> None:
                                    "temporary": True}},
                 400: {"to_error": {"code": 107, "message": "bad request"}},
                 413: {"to_error": {"code": 107, "message": "bad request"}},
+                429: {"to_error": {"code": 111, "message": "too many requests", "temporary": True}},
             }
             fails.check(set(got) == set(want), f"{label}: transforms for {sorted(got)}, want {sorted(want)}")
             for status, w in want.items():
@@ -652,7 +655,9 @@ def cmd_centrifugo_config(args: argparse.Namespace) -> None:
             # as "expired"; without one a failure gets a 60 s extension instead.
             fails.check(not transforms, f"{label}: refresh-type proxies must have no status transforms")
         else:
-            fails.check(set(got) <= {401, 400, 413}, f"{label}: unexpected transforms {sorted(got)}")
+            fails.check(set(got) <= {401, 400, 413, 429}, f"{label}: unexpected transforms {sorted(got)}")
+            fails.check(got.get(429, {}).get("to_error", {}).get("temporary") is True,
+                        f"{label}: 429 (PROXY_MAX_INFLIGHT full) must map to a temporary error")
             for status, t in got.items():
                 fails.check("to_error" in t and "to_disconnect" not in t,
                             f"{label}: {status} must map to an error, not a disconnect")
