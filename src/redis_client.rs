@@ -437,6 +437,26 @@ impl RedisClient {
         result
     }
 
+    /// Like `call`, for a command the service can do without (`INFO`, `CONFIG GET`): Redis
+    /// refusing it (an ACL, a managed service that renames `CONFIG`) is an answer, not a
+    /// failure, so it neither opens the breaker nor counts in `realtime_redis_errors_total`.
+    pub async fn call_optional<T, F, Fut>(&self, f: F) -> Result<T, CallError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        if !self.inner.breaker.is_closed() {
+            return Err(CallError::Down);
+        }
+        let result = self.attempt(&f).await;
+        match &result {
+            Ok(_) => self.answered(),
+            Err(e) if matches!(e.reason(), Some(Failure::Permission | Failure::Server)) => {}
+            Err(e) => self.failed(e),
+        }
+        result
+    }
+
     /// One call, and one retry when the connection turns out to have been dropped, both
     /// within one `REDIS_TIMEOUT_MS`.
     async fn attempt<T, F, Fut>(&self, f: &F) -> Result<T, CallError>

@@ -47,7 +47,7 @@ impl Risks {
 /// `None` when it refuses `INFO` (a managed service, a strict ACL) or does not answer.
 pub async fn risks(client: &RedisClient) -> Option<Risks> {
     let info: String = client
-        .call(|mut c| async move {
+        .call_optional(|mut c| async move {
             redis::cmd("INFO")
                 .arg("memory")
                 .arg("persistence")
@@ -63,7 +63,7 @@ pub async fn risks(client: &RedisClient) -> Option<Risks> {
     };
     let aof = field("aof_enabled") == Some("1");
     let rdb = client
-        .call(|mut c| async move {
+        .call_optional(|mut c| async move {
             redis::cmd("CONFIG")
                 .arg("GET")
                 .arg("save")

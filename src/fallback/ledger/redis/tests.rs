@@ -349,6 +349,56 @@ async fn an_evicting_or_unpersisted_redis_is_reported() {
     assert_eq!((risk("eviction"), risk("no_persistence")), (1, 0));
 }
 
+/// `INFO` and `CONFIG` are optional: a user without them (a strict ACL, a managed Redis)
+/// ticks without opening the breaker or counting a permission failure.
+#[tokio::test]
+async fn a_redis_refusing_info_and_config_is_not_a_failure() {
+    let own = OwnRedis::start();
+    let admin = testing::client(&own.url(), "x:");
+    admin
+        .call(|mut c| async move {
+            redis::cmd("ACL")
+                .arg(
+                    &[
+                        "SETUSER",
+                        "ledger",
+                        "on",
+                        ">ledger-pw",
+                        "~*",
+                        "+@all",
+                        "-info",
+                        "-config",
+                    ][..],
+                )
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+        .expect("acl");
+    let url = format!("redis://ledger:ledger-pw@127.0.0.1:{}", own.port);
+    let m = metrics();
+    let a = ledger(
+        &url,
+        &testing::unique_prefix("acl"),
+        OnUnavailable::Deny,
+        &m,
+    );
+    let (tickets, set) = numbered("acl", 3);
+    assert_eq!(a.claim(&tickets[0]).await.expect("claim"), Claim::Won);
+    assert_eq!(a.count_consumed(&set).await.expect("tick"), 1);
+    assert_eq!(a.count_consumed(&set).await.expect("tick"), 1);
+    let client = &a.inner.client;
+    assert!(client.available());
+    assert_eq!(
+        client
+            .metrics()
+            .errors
+            .with_label_values(&["permission"])
+            .get(),
+        0
+    );
+}
+
 #[test]
 fn picks_whichever_visits_fewer_keys() {
     assert_eq!(count_by(1_000_000, 5_000), CountBy::Scan);
