@@ -166,6 +166,9 @@ async fn redis_stopped_mid_outage_local_claims_once_per_process_then_backfills_a
         ("REDIS_URL", url.as_str()),
         ("REDIS_KEY_PREFIX", prefix.as_str()),
         ("FALLBACK_LEDGER_UNAVAILABLE", "local"),
+        // A stopped Redis refuses at once; the margin is for a loaded machine, where a claim
+        // slower than 100 ms would be made locally and the last assertions would not hold.
+        ("REDIS_TIMEOUT_MS", "1000"),
     ];
     let replicas = fleet(2, &pool, &env).await;
     let (a, b) = (&replicas[0], &replicas[1]);
