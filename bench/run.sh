@@ -358,21 +358,21 @@ pool() {
   load http --url "http://127.0.0.1:$shared_port/centrifugo/publish" "${common[@]}" --label publish-shared-frozen \
     --pid service="$shared_pid"
   local r_frozen_pub=$RESULT
-  local thawed local_claims written_line written_at writeback_s
+  local thawed local_claims pending written_at writeback_s
   local_claims=$(curl -fsS "http://127.0.0.1:$redis_ledger_port/metrics" | awk '/^realtime_fallback_ledger_local_claims_total/ { print $NF }')
   thawed=$(date +%s.%N)
   kill -CONT "$redis_pid"
   # Written back once the probe sees Redis again (<= 250 ms) and the pipelined write-back ran.
-  for _ in $(seq 1 300); do
-    written_line=$(grep -a "local fallback claims written back" "$WORK/pool-redis.log" | tail -n 1 || true)
-    [[ -n $written_line ]] && break
-    sleep 0.05
+  for _ in $(seq 1 1500); do
+    pending=$(curl -fsS "http://127.0.0.1:$redis_ledger_port/metrics" | awk '/^realtime_fallback_ledger_pending_claims/ { print $NF }')
+    if [[ $pending == 0 ]]; then
+      written_at=$(date +%s.%N)
+      writeback_s=$(calc "$written_at - $thawed" 3)
+      break
+    fi
+    sleep 0.02
   done
-  if [[ -n $written_line ]]; then
-    written_at=$(date -d "$(echo "$written_line" | awk '{ print $1 }')" +%s.%N)
-    writeback_s=$(calc "$written_at - $thawed" 3)
-  fi
-  echo "write-back after Redis answered again: ${local_claims:-?} local claims, $written_line"
+  echo "write-back after Redis answered again: ${local_claims:-?} local claims, in Redis after ${writeback_s:-?} s"
 
   log "pool: loading the ticket set (examples/pool_load)"
   "$POOL_LOAD_BIN" | tee "$WORK/pool_load.txt"

@@ -52,6 +52,8 @@ pub struct FallbackMetrics {
     pub pool_last_reload: IntGauge,
     /// Times Redis was found to have lost the ledger's data (the generation marker changed).
     pub ledger_data_losses: IntCounter,
+    /// Local claims waiting to be written back to Redis.
+    pub ledger_pending_claims: IntGauge,
     /// 1 while the Redis holding the ledger can lose it: `risk` = eviction, no_persistence.
     pub ledger_redis_risk: IntGaugeVec,
 }
@@ -131,6 +133,11 @@ impl FallbackMetrics {
                 "Times Redis was found to have lost the fallback ledger's data (restart without persistence, failover, flush, eviction).",
             )
             .expect("static metric definition"),
+            ledger_pending_claims: IntGauge::new(
+                "realtime_fallback_ledger_pending_claims",
+                "Fallback tickets claimed locally during a Redis outage and not yet written back to Redis.",
+            )
+            .expect("static metric definition"),
             ledger_redis_risk: IntGaugeVec::new(
                 Opts::new(
                     "realtime_fallback_ledger_redis_risk",
@@ -140,7 +147,7 @@ impl FallbackMetrics {
             )
             .expect("static metric definition"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
             Box::new(m.ledger_errors.clone()),
             Box::new(m.ledger_conflicts.clone()),
             Box::new(m.ledger_local_claims.clone()),
@@ -149,6 +156,7 @@ impl FallbackMetrics {
             Box::new(m.policy_reloads.clone()),
             Box::new(m.pool_last_reload.clone()),
             Box::new(m.ledger_data_losses.clone()),
+            Box::new(m.ledger_pending_claims.clone()),
             Box::new(m.ledger_redis_risk.clone()),
         ];
         for c in collectors {

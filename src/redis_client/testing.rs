@@ -100,6 +100,9 @@ impl OwnRedis {
             .args(&port_args)
             .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            // A test that switches AOF on must not write into the working tree.
+            .arg("--dir")
+            .arg(std::env::temp_dir())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -289,7 +289,12 @@ impl RedisLedger {
         if !inner.mine.insert(digest) {
             return Claim::AlreadyClaimed;
         }
-        lock(&inner.pending).insert(*digest.as_bytes());
+        let pending = {
+            let mut pending = lock(&inner.pending);
+            pending.insert(*digest.as_bytes());
+            pending.len()
+        };
+        inner.metrics.ledger_pending_claims.set(gauge(pending));
         inner.metrics.ledger_local_claims.inc();
         inner.wake.notify_one();
         Claim::Won
@@ -393,6 +398,11 @@ impl RedisLedger {
             cursor = next;
         }
     }
+}
+
+/// A count as a gauge value (saturating: a set never holds 2^63 digests).
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
