@@ -20,7 +20,9 @@
 #      without a gRPC listener is reported as "gRPC: not served by this build".
 #   4. pool (issue 8): degraded-mode connect with FALLBACK_LEDGER=memory vs redis (a private
 #      redis-server on a free port), publish with the per-replica vs the shared (Redis)
-#      limiter, each at BENCH_CONCURRENCY in flight; then loading 100k and 1M tickets
+#      limiter, each at BENCH_CONCURRENCY in flight; the same with redis-server frozen
+#      (SIGSTOP: the breaker decides without it), and the write-back of the claims made
+#      meanwhile once it answers again; then loading 100k and 1M tickets
 #      (examples/pool_load: time and peak RSS).
 # Prints throughput, p50/p99, the service's CPU time per request, peak RSS, and a summary.
 # Everything listens on 127.0.0.1 and every run is bounded in time; all processes started
@@ -346,6 +348,32 @@ pool() {
   fallbacks=$(curl -fsS "http://127.0.0.1:$shared_port/metrics" | awk '/^realtime_publish_limiter_fallback_total/ { print $NF }')
   echo "shared limiter: publishes decided per replica because Redis did not answer: ${fallbacks:-?}"
 
+  log "pool: Redis frozen (SIGSTOP): connects and publishes decided without it; $C in flight, ${D}s each"
+  # The memory half of the pool was never claimed in Redis: each frozen connect is a take the
+  # Redis ledger must decide (FALLBACK_LEDGER_UNAVAILABLE=local: claimed in memory at once).
+  kill -STOP "$redis_pid"
+  load http --url "http://127.0.0.1:$redis_ledger_port/centrifugo/connect" --tickets-file "$WORK/pool4-memory.txt" \
+    "${common[@]}" --label pool-redis-frozen --pid service="$redis_ledger_pid"
+  local r_frozen=$RESULT
+  load http --url "http://127.0.0.1:$shared_port/centrifugo/publish" "${common[@]}" --label publish-shared-frozen \
+    --pid service="$shared_pid"
+  local r_frozen_pub=$RESULT
+  local thawed local_claims pending written_at writeback_s
+  local_claims=$(curl -fsS "http://127.0.0.1:$redis_ledger_port/metrics" | awk '/^realtime_fallback_ledger_local_claims_total/ { print $NF }')
+  thawed=$(date +%s.%N)
+  kill -CONT "$redis_pid"
+  # Written back once the probe sees Redis again (<= 250 ms) and the pipelined write-back ran.
+  for _ in $(seq 1 1500); do
+    pending=$(curl -fsS "http://127.0.0.1:$redis_ledger_port/metrics" | awk '/^realtime_fallback_ledger_pending_claims/ { print $NF }')
+    if [[ $pending == 0 ]]; then
+      written_at=$(date +%s.%N)
+      writeback_s=$(calc "$written_at - $thawed" 3)
+      break
+    fi
+    sleep 0.02
+  done
+  echo "write-back after Redis answered again: ${local_claims:-?} local claims, in Redis after ${writeback_s:-?} s"
+
   log "pool: loading the ticket set (examples/pool_load)"
   "$POOL_LOAD_BIN" | tee "$WORK/pool_load.txt"
 
@@ -370,6 +398,13 @@ pool() {
   echo "publish, shared limiter / per-replica: throughput $(calc "$(p "$r_shared" rps) / $(p "$r_local" rps)" 2)," \
     "p50 $(calc "$(p "$r_shared" p50_us) / $(p "$r_local" p50_us)" 2)x, p99 $(calc "$(p "$r_shared" p99_us) / $(p "$r_local" p99_us)" 2)x," \
     "service CPU/request $(calc "$(p "$r_shared" cpu_us_per_req_service) / $(p "$r_local" cpu_us_per_req_service)" 2)x"
+  for r in "$r_frozen" "$r_frozen_pub"; do
+    printf '%-22s %8s %8.0f %8.3f %8.3f %14s %14s %7s\n' "$(p "$r" label)" "$(p "$r" concurrency)" "$(p "$r" rps)" \
+      "$(calc "$(p "$r" p50_us) / 1000" 3)" "$(calc "$(p "$r" p99_us) / 1000" 3)" "$(p "$r" cpu_us_per_req_service)" - "$(p "$r" errors)"
+  done
+  echo "Redis frozen: connect p99 $(calc "$(p "$r_frozen" p99_us) / 1000" 3) ms, publish p99 $(calc "$(p "$r_frozen_pub" p99_us) / 1000" 3) ms" \
+    "(target < 5 ms: $(verdict "$(p "$r_frozen" p99_us) < 5000 && $(p "$r_frozen_pub" p99_us) < 5000"))"
+  echo "write-back: ${local_claims:-?} local claims in Redis ${writeback_s:-?} s after it answered again (probe interval included)"
   echo "note: $(nproc) shared cores run the load generator, the service and redis-server together; compare ratios, not absolutes."
 }
 

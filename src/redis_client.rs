@@ -437,6 +437,26 @@ impl RedisClient {
         result
     }
 
+    /// Like `call`, for a command the service can do without (`INFO`, `CONFIG GET`): Redis
+    /// refusing it (an ACL, a managed service that renames `CONFIG`) is an answer, not a
+    /// failure, so it neither opens the breaker nor counts in `realtime_redis_errors_total`.
+    pub async fn call_optional<T, F, Fut>(&self, f: F) -> Result<T, CallError>
+    where
+        F: Fn(ConnectionManager) -> Fut,
+        Fut: Future<Output = redis::RedisResult<T>>,
+    {
+        if !self.inner.breaker.is_closed() {
+            return Err(CallError::Down);
+        }
+        let result = self.attempt(&f).await;
+        match &result {
+            Ok(_) => self.answered(),
+            Err(e) if matches!(e.reason(), Some(Failure::Permission | Failure::Server)) => {}
+            Err(e) => self.failed(e),
+        }
+        result
+    }
+
     /// One call, and one retry when the connection turns out to have been dropped, both
     /// within one `REDIS_TIMEOUT_MS`.
     async fn attempt<T, F, Fut>(&self, f: &F) -> Result<T, CallError>
@@ -539,322 +559,10 @@ fn spawn_probe(client: Weak<Inner>) {
 
 /// Test helpers: a Redis of the test's own, and unique key prefixes.
 #[cfg(test)]
-pub(crate) mod testing {
-    use super::*;
-    use std::net::TcpListener;
-    use std::process::{Child, Command, Stdio};
-
-    /// The shared Redis the project's machines run.
-    pub const SHARED_URL: &str = "redis://127.0.0.1:6379";
-
-    /// A key prefix no other test (or run) uses.
-    pub fn unique_prefix(test: &str) -> String {
-        let mut nonce = [0u8; 6];
-        getrandom::fill(&mut nonce).expect("random");
-        format!("rt-test:{test}:{}:", hex::encode(nonce))
-    }
-
-    pub fn config(url: &str, prefix: &str) -> RedisConfig {
-        RedisConfig {
-            url: url.to_owned(),
-            password_file: None,
-            tls: TlsFiles::default(),
-            key_prefix: prefix.to_owned(),
-            // Generous for a loaded CI machine; the down-path tests hit refused connections,
-            // which fail at once rather than at the timeout.
-            timeout: Duration::from_millis(2000),
-        }
-    }
-
-    pub fn client(url: &str, prefix: &str) -> RedisClient {
-        RedisClient::connect_lazy(&config(url, prefix)).expect("redis client")
-    }
-
-    /// A `redis-server` of the test's own on a free port, stopped on drop.
-    pub struct OwnRedis {
-        pub port: u16,
-        child: Option<Child>,
-        /// The port and TLS arguments of a TLS-only server; empty for plain TCP.
-        tls_args: Vec<String>,
-    }
-
-    impl OwnRedis {
-        pub fn start() -> Self {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("free port")
-                .port();
-            let mut redis = Self {
-                port,
-                child: None,
-                tls_args: Vec::new(),
-            };
-            redis.restart();
-            redis
-        }
-
-        /// A TLS-only server (`rediss://`) with `cert`/`key` as its identity; `ca` verifies
-        /// client certificates, which it requires.
-        pub fn start_tls(
-            cert: &std::path::Path,
-            key: &std::path::Path,
-            ca: &std::path::Path,
-        ) -> Self {
-            let port = TcpListener::bind("127.0.0.1:0")
-                .and_then(|l| l.local_addr())
-                .expect("free port")
-                .port();
-            let path = |p: &std::path::Path| p.display().to_string();
-            let mut redis = Self {
-                port,
-                child: None,
-                tls_args: vec![
-                    "--port".into(),
-                    "0".into(),
-                    "--tls-port".into(),
-                    port.to_string(),
-                    "--tls-cert-file".into(),
-                    path(cert),
-                    "--tls-key-file".into(),
-                    path(key),
-                    "--tls-ca-cert-file".into(),
-                    path(ca),
-                    "--tls-auth-clients".into(),
-                    "yes".into(),
-                ],
-            };
-            redis.restart();
-            redis
-        }
-
-        pub fn url(&self) -> String {
-            format!("redis://127.0.0.1:{}", self.port)
-        }
-
-        /// Starts (again) on the same port and waits until it answers.
-        pub fn restart(&mut self) {
-            assert!(self.child.is_none(), "already running");
-            let port_args = if self.tls_args.is_empty() {
-                vec!["--port".to_owned(), self.port.to_string()]
-            } else {
-                self.tls_args.clone()
-            };
-            let child = Command::new("redis-server")
-                .args(&port_args)
-                .args(["--bind", "127.0.0.1"])
-                .args(["--save", "", "--appendonly", "no"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| {
-                    panic!(
-                        "cannot start redis-server ({e}); install it with `apt-get install redis-server`"
-                    )
-                });
-            self.child = Some(child);
-            for _ in 0..200 {
-                if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(25));
-            }
-            panic!("redis-server on port {} did not start listening", self.port);
-        }
-
-        pub fn stop(&mut self) {
-            if let Some(mut child) = self.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
-    }
-
-    impl Drop for OwnRedis {
-        fn drop(&mut self) {
-            self.stop();
-        }
-    }
-
-    /// A TCP proxy in front of a Redis that holds every byte the client sends for a delay
-    /// the test sets (in order): a Redis answering slower than `REDIS_TIMEOUT_MS`.
-    pub struct DelayProxy {
-        pub port: u16,
-        delay_ms: Arc<std::sync::atomic::AtomicU64>,
-        task: tokio::task::JoinHandle<()>,
-    }
-
-    impl DelayProxy {
-        pub async fn start(redis_port: u16) -> Self {
-            use tokio::io::{AsyncReadExt, AsyncWriteExt};
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-                .await
-                .expect("bind");
-            let port = listener.local_addr().expect("addr").port();
-            let delay_ms = Arc::new(std::sync::atomic::AtomicU64::new(0));
-            let delay = delay_ms.clone();
-            let task = tokio::spawn(async move {
-                while let Ok((client, _)) = listener.accept().await {
-                    let Ok(server) =
-                        tokio::net::TcpStream::connect(("127.0.0.1", redis_port)).await
-                    else {
-                        continue;
-                    };
-                    let (mut client_rx, mut client_tx) = client.into_split();
-                    let (mut server_rx, mut server_tx) = server.into_split();
-                    let (queue, mut queued) =
-                        tokio::sync::mpsc::unbounded_channel::<(tokio::time::Instant, Vec<u8>)>();
-                    let delay = delay.clone();
-                    tokio::spawn(async move {
-                        let mut buf = vec![0u8; 64 * 1024];
-                        while let Ok(n @ 1..) = client_rx.read(&mut buf).await {
-                            let due = tokio::time::Instant::now()
-                                + Duration::from_millis(delay.load(Ordering::Relaxed));
-                            if queue.send((due, buf[..n].to_vec())).is_err() {
-                                return;
-                            }
-                        }
-                    });
-                    tokio::spawn(async move {
-                        while let Some((due, bytes)) = queued.recv().await {
-                            tokio::time::sleep_until(due).await;
-                            if server_tx.write_all(&bytes).await.is_err() {
-                                return;
-                            }
-                        }
-                    });
-                    tokio::spawn(async move {
-                        let _ = tokio::io::copy(&mut server_rx, &mut client_tx).await;
-                    });
-                }
-            });
-            Self {
-                port,
-                delay_ms,
-                task,
-            }
-        }
-
-        pub fn url(&self) -> String {
-            format!("redis://127.0.0.1:{}", self.port)
-        }
-
-        pub fn set_delay(&self, delay: Duration) {
-            let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
-            self.delay_ms.store(ms, Ordering::Relaxed);
-        }
-    }
-
-    impl Drop for DelayProxy {
-        fn drop(&mut self) {
-            self.task.abort();
-        }
-    }
-}
+pub(crate) mod testing;
 
 #[cfg(test)]
 mod tls_tests;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::collections::HashMap;
-
-    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        move |k| map.get(k).cloned()
-    }
-
-    #[test]
-    fn no_url_means_no_redis_and_defaults_apply() {
-        assert!(RedisConfig::from_lookup(&lookup(&[]))
-            .expect("ok")
-            .is_none());
-        let c = RedisConfig::from_lookup(&lookup(&[("REDIS_URL", "redis://127.0.0.1:6379")]))
-            .expect("ok")
-            .expect("some");
-        assert_eq!(c.key_prefix, "realtime:");
-        assert_eq!(c.timeout, Duration::from_millis(100));
-    }
-
-    #[test]
-    fn errors_name_the_variable_and_never_the_url() {
-        let err = RedisConfig::from_lookup(&lookup(&[("REDIS_URL", "http://u:hunter2@h")]))
-            .expect_err("bad scheme")
-            .to_string();
-        assert!(err.starts_with("REDIS_URL:"), "{err}");
-        assert!(!err.contains("hunter2"), "{err}");
-        let err = RedisConfig::from_lookup(&lookup(&[
-            ("REDIS_URL", "redis://h"),
-            ("REDIS_TIMEOUT_MS", "0"),
-        ]))
-        .expect_err("zero timeout")
-        .to_string();
-        assert!(err.starts_with("REDIS_TIMEOUT_MS:"), "{err}");
-    }
-
-    #[test]
-    fn the_password_never_shows_in_debug_or_redacted_url() {
-        let c = RedisConfig::from_lookup(&lookup(&[(
-            "REDIS_URL",
-            "rediss://app:s3cr@t-pw@redis.example:6380/2",
-        )]))
-        .expect("ok")
-        .expect("some");
-        let debug = format!("{c:?}");
-        assert!(!debug.contains("s3cr"), "{debug}");
-        assert!(!debug.contains("t-pw"), "{debug}");
-        assert_eq!(c.redacted_url(), "rediss://app:***@redis.example:6380/2");
-        assert_eq!(redact_url("redis://onlypw@h:1"), "redis://***@h:1");
-        assert_eq!(redact_url("redis://h:1/0"), "redis://h:1/0");
-    }
-
-    #[tokio::test]
-    async fn a_lazy_client_builds_while_redis_is_down_and_answers_once_it_is_up() {
-        let mut own = testing::OwnRedis::start();
-        own.stop();
-        let client = testing::client(&own.url(), &testing::unique_prefix("lazy"));
-        assert!(client.ping().await.is_err());
-        assert!(!client.reachable());
-        own.restart();
-        // The failed attempt scheduled a reconnect; a few pings may still see the old error.
-        let mut answered = false;
-        for _ in 0..100 {
-            if client.ping().await.is_ok() {
-                answered = true;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(answered, "no answer after Redis came back");
-        assert!(client.reachable());
-    }
-
-    #[tokio::test]
-    async fn the_password_file_is_used() {
-        let own = testing::OwnRedis::start();
-        let admin = testing::client(&own.url(), "x:");
-        admin
-            .call(|mut c| async move {
-                redis::cmd("CONFIG")
-                    .arg("SET")
-                    .arg("requirepass")
-                    .arg("pw-from-file")
-                    .query_async::<()>(&mut c)
-                    .await
-            })
-            .await
-            .expect("set requirepass");
-        let dir = tempfile::tempdir().expect("tempdir");
-        let file = dir.path().join("pw");
-        std::fs::write(&file, "pw-from-file\n").expect("write");
-        let mut config = testing::config(&own.url(), "x:");
-        config.password_file = Some(file);
-        let client = RedisClient::connect_lazy(&config).expect("client");
-        client.ping().await.expect("authenticated ping");
-        let anonymous = testing::client(&own.url(), "x:");
-        assert!(anonymous.ping().await.is_err());
-    }
-}
+mod tests;

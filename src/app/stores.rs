@@ -198,6 +198,24 @@ pub async fn describe_stores(config: &Config) -> (Vec<String>, Option<String>) {
             Err(e) => format!("cannot be used ({e})"),
         };
         lines.push(format!("redis: {} {answer}", redis.redacted_url()));
+        if let Ok(client) = RedisClient::connect_lazy(redis) {
+            match crate::fallback::ledger::redis_risks(&client).await {
+                Some(risks) if risks.warnings().is_empty() => lines.push(
+                    "redis: keeps consumed marks (maxmemory-policy noeviction, persistence on)"
+                        .to_owned(),
+                ),
+                Some(risks) => lines.extend(
+                    risks
+                        .warnings()
+                        .into_iter()
+                        .map(|w| format!("warning: {w}")),
+                ),
+                None => lines.push(
+                    "redis: INFO refused or unanswered: cannot tell whether it evicts or persists"
+                        .to_owned(),
+                ),
+            }
+        }
     }
     (lines, misconfigured)
 }
@@ -214,7 +232,15 @@ pub(super) async fn check_redis(config: &Config) -> Result<(), StartupError> {
         return Ok(());
     };
     match client.check(redis.variables()).await {
-        Ok(()) => Ok(()),
+        Ok(()) => {
+            if config.fallback.store.ledger.kind == crate::fallback::config::LedgerKind::Redis {
+                let risks = crate::fallback::ledger::redis_risks(&client).await;
+                for warning in risks.map(|r| r.warnings()).unwrap_or_default() {
+                    tracing::warn!("{warning}");
+                }
+            }
+            Ok(())
+        }
         Err(failure) if failure.reason.is_misconfiguration() => {
             Err(ConfigErrors::from(ConfigError::new(failure.variable(), failure.message())).into())
         }

@@ -3,7 +3,7 @@
 //! Every label takes its values from an enum here, and every value is initialised at 0, so
 //! alerts on ledger errors, conflicts and reload failures see a series from the first scrape.
 
-use prometheus::{IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 use super::config::LedgerKind;
 use super::reload::{ReloadResult, ReloadTarget};
@@ -50,6 +50,34 @@ pub struct FallbackMetrics {
     pub policy_reloads: IntCounterVec,
     /// Unix time of the last completed reload of the ticket set.
     pub pool_last_reload: IntGauge,
+    /// Times Redis was found to have lost the ledger's data (the generation marker changed).
+    pub ledger_data_losses: IntCounter,
+    /// Local claims waiting to be written back to Redis.
+    pub ledger_pending_claims: IntGauge,
+    /// 1 while the Redis holding the ledger can lose it: `risk` = eviction, no_persistence.
+    pub ledger_redis_risk: IntGaugeVec,
+}
+
+/// A way the Redis holding the ledger can lose consumed marks
+/// (`realtime_fallback_ledger_redis_risk{risk}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisRisk {
+    /// `maxmemory-policy` other than `noeviction`: the marks carry a TTL, so both the
+    /// `allkeys-*` and `volatile-*` policies evict them.
+    Eviction,
+    /// Neither AOF nor RDB snapshots: a restart empties it.
+    NoPersistence,
+}
+
+impl RedisRisk {
+    pub const ALL: [Self; 2] = [Self::Eviction, Self::NoPersistence];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Eviction => "eviction",
+            Self::NoPersistence => "no_persistence",
+        }
+    }
 }
 
 impl FallbackMetrics {
@@ -100,8 +128,26 @@ impl FallbackMetrics {
                 "Unix time of the last completed reload of the fallback ticket set.",
             )
             .expect("static metric definition"),
+            ledger_data_losses: IntCounter::new(
+                "realtime_fallback_ledger_data_loss_total",
+                "Times Redis was found to have lost the fallback ledger's data (restart without persistence, failover, flush, eviction).",
+            )
+            .expect("static metric definition"),
+            ledger_pending_claims: IntGauge::new(
+                "realtime_fallback_ledger_pending_claims",
+                "Fallback tickets claimed locally during a Redis outage and not yet written back to Redis.",
+            )
+            .expect("static metric definition"),
+            ledger_redis_risk: IntGaugeVec::new(
+                Opts::new(
+                    "realtime_fallback_ledger_redis_risk",
+                    "1 while the Redis holding the fallback ledger can lose consumed marks, by risk (eviction, no_persistence).",
+                ),
+                &["risk"],
+            )
+            .expect("static metric definition"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 7] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 10] = [
             Box::new(m.ledger_errors.clone()),
             Box::new(m.ledger_conflicts.clone()),
             Box::new(m.ledger_local_claims.clone()),
@@ -109,6 +155,9 @@ impl FallbackMetrics {
             Box::new(m.pool_reloads.clone()),
             Box::new(m.policy_reloads.clone()),
             Box::new(m.pool_last_reload.clone()),
+            Box::new(m.ledger_data_losses.clone()),
+            Box::new(m.ledger_pending_claims.clone()),
+            Box::new(m.ledger_redis_risk.clone()),
         ];
         for c in collectors {
             registry
@@ -120,6 +169,9 @@ impl FallbackMetrics {
                 m.ledger_errors
                     .with_label_values(&[ledger.as_str(), op.as_str()]);
             }
+        }
+        for risk in RedisRisk::ALL {
+            m.ledger_redis_risk.with_label_values(&[risk.as_str()]);
         }
         for result in ReloadResult::ALL {
             m.pool_reloads.with_label_values(&[result.as_str()]);

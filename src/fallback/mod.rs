@@ -137,6 +137,8 @@ pub struct PoolSnapshot {
     pub status: &'static str,
     pub ledger: &'static str,
     pub ledger_reachable: bool,
+    /// Times Redis was found to have lost the ledger's data since this process started.
+    pub ledger_data_losses: u64,
     /// Short hash of the current set; null while no set was ever loaded.
     pub generation: Option<String>,
     /// Unix seconds of the last load or reload attempt; null when disabled.
@@ -299,6 +301,7 @@ impl TicketPool {
             status: state.status.as_str(),
             ledger: self.inner.ledger.kind().as_str(),
             ledger_reachable: self.inner.ledger.reachable(),
+            ledger_data_losses: self.inner.ledger.data_losses(),
             generation: state.generation.clone(),
             last_reload: state.last_reload,
             reload_error: state.reload_error.clone(),

@@ -377,4 +377,13 @@ fn check_config_says_whether_redis_answered_without_failing_when_it_does_not() {
         );
         assert!(stdout.contains("# fallback ledger: redis"), "{stdout}");
     }
+    // The test's Redis runs without persistence: check-config says what that costs.
+    let output = check_config(&[
+        ("CENTRIFUGO_PROXY_SECRET", CONFIG_SECRET),
+        POOL,
+        ("FALLBACK_LEDGER", "redis"),
+        ("REDIS_URL", &redis.url()),
+    ]);
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("has no persistence"), "{stdout}");
 }

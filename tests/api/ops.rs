@@ -27,6 +27,7 @@ async fn health_has_exactly_the_documented_fields() {
             "identity_outage": {"degraded": false, "consecutive_failure_count": 0},
             "fallback_pool": {
                 "size": 0, "status": "disabled", "ledger": "memory", "ledger_reachable": true,
+                "ledger_data_losses": 0,
                 "generation": null, "last_reload": null, "reload_error": null,
             },
             "channel_policy": {"source": "builtin", "last_reload": null, "reload_error": null},
@@ -59,6 +60,7 @@ async fn health_reports_a_degraded_outage_and_the_pool() {
             "identity_outage": {"degraded": degraded, "consecutive_failure_count": 1},
             "fallback_pool": {
                 "size": 2, "status": "loaded", "ledger": "memory", "ledger_reachable": true,
+                "ledger_data_losses": 0,
                 "generation": loaded["generation"], "last_reload": loaded["last_reload"],
                 "reload_error": null,
             },

@@ -166,6 +166,9 @@ async fn redis_stopped_mid_outage_local_claims_once_per_process_then_backfills_a
         ("REDIS_URL", url.as_str()),
         ("REDIS_KEY_PREFIX", prefix.as_str()),
         ("FALLBACK_LEDGER_UNAVAILABLE", "local"),
+        // A stopped Redis refuses at once; the margin is for a loaded machine, where a claim
+        // slower than 100 ms would be made locally and the last assertions would not hold.
+        ("REDIS_TIMEOUT_MS", "1000"),
     ];
     let replicas = fleet(2, &pool, &env).await;
     let (a, b) = (&replicas[0], &replicas[1]);
@@ -218,19 +221,8 @@ async fn redis_stopped_mid_outage_local_claims_once_per_process_then_backfills_a
 #[tokio::test]
 async fn redis_stopped_mid_outage_with_deny_answers_503_and_consumes_nothing() {
     let mut redis = Redis::start();
-    let dir = TempDir::new();
-    let pool = dir.0.join("pool");
-    write_pool(&pool, &["deny-1"]);
-    let url = redis.url();
-    let prefix = key_prefix("deny");
-    let env = [
-        ("FALLBACK_LEDGER", "redis"),
-        ("REDIS_URL", url.as_str()),
-        ("REDIS_KEY_PREFIX", prefix.as_str()),
-        ("FALLBACK_LEDGER_UNAVAILABLE", "deny"),
-    ];
-    let replicas = fleet(1, &pool, &env).await;
-    let r = &replicas[0];
+    let replica = crate::redis_engine::deny_replica(&redis, "deny", &["deny-1"], &[]).await;
+    let r = &replica.service;
     redis.stop();
     assert_eq!(r.connect("deny-1").await, 503);
     assert_eq!(r.connect("deny-1").await, 503);

@@ -18,6 +18,37 @@ async fn publish(r: &Service, user: &str) -> u16 {
     .0
 }
 
+/// One degraded replica on `redis` with `FALLBACK_LEDGER_UNAVAILABLE=deny`, a pool of
+/// `tickets` and `extra` settings; the directory holding the pool lives as long as it.
+pub struct DenyReplica {
+    pub service: Service,
+    _dir: TempDir,
+}
+
+pub async fn deny_replica(
+    redis: &Redis,
+    test: &str,
+    tickets: &[&str],
+    extra: &[(&str, &str)],
+) -> DenyReplica {
+    let dir = TempDir::new();
+    let pool = dir.0.join("pool");
+    write_pool(&pool, tickets);
+    let (url, prefix) = (redis.url(), key_prefix(test));
+    let mut env = vec![
+        ("FALLBACK_LEDGER", "redis"),
+        ("REDIS_URL", url.as_str()),
+        ("REDIS_KEY_PREFIX", prefix.as_str()),
+        ("FALLBACK_LEDGER_UNAVAILABLE", "deny"),
+    ];
+    env.extend_from_slice(extra);
+    let mut replicas = fleet(1, &pool, &env).await;
+    DenyReplica {
+        service: replicas.remove(0),
+        _dir: dir,
+    }
+}
+
 fn lines_with(log: &str, text: &str) -> usize {
     log.lines().filter(|l| l.contains(text)).count()
 }
@@ -28,23 +59,12 @@ fn lines_with(log: &str, text: &str) -> usize {
 #[tokio::test]
 async fn redis_frozen_is_decided_around_at_once_logged_once_and_used_again_when_it_answers() {
     let redis = Redis::start();
-    let dir = TempDir::new();
-    let pool = dir.0.join("pool");
     let tickets: Vec<String> = (0..30).map(|n| format!("frozen-{n}")).collect();
     let mut all: Vec<&str> = tickets.iter().map(String::as_str).collect();
     all.push("after-thaw");
-    write_pool(&pool, &all);
-    let (url, prefix) = (redis.url(), key_prefix("frozen"));
-    let env = [
-        ("FALLBACK_LEDGER", "redis"),
-        ("REDIS_URL", url.as_str()),
-        ("REDIS_KEY_PREFIX", prefix.as_str()),
-        ("FALLBACK_LEDGER_UNAVAILABLE", "deny"),
-        ("REDIS_TIMEOUT_MS", "300"),
-        ("PUBLISH_BURST", "1000"),
-    ];
-    let replicas = fleet(1, &pool, &env).await;
-    let r = &replicas[0];
+    let extra = [("REDIS_TIMEOUT_MS", "300"), ("PUBLISH_BURST", "1000")];
+    let replica = deny_replica(&redis, "frozen", &all, &extra).await;
+    let r = &replica.service;
     assert_eq!(publish(r, "u-engine").await, 200, "Redis answers at first");
 
     redis.signal("-STOP");
@@ -87,18 +107,8 @@ async fn redis_frozen_is_decided_around_at_once_logged_once_and_used_again_when_
 #[tokio::test]
 async fn the_first_claim_after_a_redis_restart_is_not_refused() {
     let mut redis = Redis::start();
-    let dir = TempDir::new();
-    let pool = dir.0.join("pool");
-    write_pool(&pool, &["before-restart", "after-restart"]);
-    let (url, prefix) = (redis.url(), key_prefix("restart"));
-    let env = [
-        ("FALLBACK_LEDGER", "redis"),
-        ("REDIS_URL", url.as_str()),
-        ("REDIS_KEY_PREFIX", prefix.as_str()),
-        ("FALLBACK_LEDGER_UNAVAILABLE", "deny"),
-    ];
-    let replicas = fleet(1, &pool, &env).await;
-    let r = &replicas[0];
+    let replica = deny_replica(&redis, "restart", &["before-restart", "after-restart"], &[]).await;
+    let r = &replica.service;
     assert_eq!(r.connect("before-restart").await, 200);
     redis.stop();
     redis.restart();
@@ -108,7 +118,6 @@ async fn the_first_claim_after_a_redis_restart_is_not_refused() {
             .await,
         0.0
     );
-    let _ = SECRET;
 }
 
 /// `redis-cli` against a test's Redis, as its administrator.

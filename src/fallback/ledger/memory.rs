@@ -49,6 +49,14 @@ impl ConsumedSet {
         }
     }
 
+    /// Every digest in here (a copy).
+    pub fn digests(&self) -> Vec<TicketDigest> {
+        self.lock()
+            .iter()
+            .map(|d| TicketDigest::from_bytes(*d))
+            .collect()
+    }
+
     /// Of `digests`, those not in here.
     pub fn unknown(&self, digests: &[TicketDigest]) -> Vec<TicketDigest> {
         let consumed = self.lock();

@@ -11,7 +11,7 @@ mod redis;
 
 pub use self::file::FileLedger;
 pub use self::memory::{ConsumedSet, MemoryLedger};
-pub use self::redis::RedisLedger;
+pub use self::redis::{risks as redis_risks, RedisLedger};
 
 use super::config::{LedgerConfig, LedgerKind};
 use super::metrics::FallbackMetrics;
@@ -139,6 +139,14 @@ impl Ledger {
     /// Whether the counts must be refreshed on every reload tick, not only on a change.
     pub fn is_shared(&self) -> bool {
         matches!(self, Self::Redis(_))
+    }
+
+    /// Times Redis was found to have lost the ledger's data (0 for the other ledgers).
+    pub fn data_losses(&self) -> u64 {
+        match self {
+            Self::Redis(l) => l.data_losses(),
+            _ => 0,
+        }
     }
 
     /// Whether the ledger answers: memory always; file when the last write succeeded;

@@ -13,10 +13,14 @@
 //! that finds the key held by another replica was used twice during the partition: a
 //! conflict, counted, and summarised in one WARN per write-back.
 
+mod durability;
 mod writeback;
 
+pub use self::durability::risks;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use self::durability::Risks;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -104,6 +108,11 @@ struct Inner {
     releases: Mutex<HashMap<[u8; 32], String>>,
     wake: Notify,
     metrics: FallbackMetrics,
+    /// The marker last read; `None` before the first read.
+    generation: Mutex<Option<String>>,
+    /// What Redis last said about keeping data.
+    risks: Mutex<Option<Risks>>,
+    data_losses: AtomicU64,
 }
 
 impl RedisLedger {
@@ -134,6 +143,9 @@ impl RedisLedger {
                 releases: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
                 metrics,
+                generation: Mutex::new(None),
+                risks: Mutex::new(None),
+                data_losses: AtomicU64::new(0),
             }),
         }
     }
@@ -277,7 +289,12 @@ impl RedisLedger {
         if !inner.mine.insert(digest) {
             return Claim::AlreadyClaimed;
         }
-        lock(&inner.pending).insert(*digest.as_bytes());
+        let pending = {
+            let mut pending = lock(&inner.pending);
+            pending.insert(*digest.as_bytes());
+            pending.len()
+        };
+        inner.metrics.ledger_pending_claims.set(gauge(pending));
         inner.metrics.ledger_local_claims.inc();
         inner.wake.notify_one();
         Claim::Won
@@ -299,6 +316,10 @@ impl RedisLedger {
             tracing::debug!(error = %e, "cannot count consumed fallback tickets in Redis");
             LedgerError::Unavailable
         };
+        // Whether Redis can lose marks, and whether it did since the last tick (which
+        // re-asserts what this process knows before anything is counted).
+        self.check_risks().await;
+        self.check_generation().await.map_err(fail)?;
         let unknown = set.len() - inner.known.count_in(set);
         let keyspace: u64 = inner
             .client
@@ -377,6 +398,11 @@ impl RedisLedger {
             cursor = next;
         }
     }
+}
+
+/// A count as a gauge value (saturating: a set never holds 2^63 digests).
+fn gauge(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

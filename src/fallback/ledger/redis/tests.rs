@@ -278,6 +278,127 @@ async fn ten_thousand_local_claims_are_written_back_in_one_round_before_redis_de
     assert_eq!(b.claim(&after).await.expect("claim"), Claim::AlreadyClaimed);
 }
 
+/// Redis restarted empty (no persistence): the next tick finds the generation marker gone,
+/// counts the loss once, and writes back every claim the replica knows, so a fresh replica
+/// still refuses them; only what no running replica knew is usable again.
+#[tokio::test]
+async fn a_redis_that_lost_the_ledger_is_detected_and_known_claims_are_reasserted() {
+    let mut own = OwnRedis::start();
+    let prefix = testing::unique_prefix("lost");
+    let m = metrics();
+    let a = ledger(&own.url(), &prefix, OnUnavailable::Deny, &m);
+    let (tickets, set) = numbered("lost", 50);
+    for d in &tickets[..20] {
+        assert_eq!(a.claim(d).await.expect("claim"), Claim::Won);
+    }
+    assert_eq!(a.count_consumed(&set).await.expect("first tick"), 20);
+    assert_eq!(a.data_losses(), 0);
+
+    own.stop();
+    own.restart();
+    let mut ticked = false;
+    for _ in 0..100 {
+        if a.count_consumed(&set).await.is_ok() {
+            ticked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ticked, "no tick after the restart");
+    assert_eq!((a.data_losses(), m.ledger_data_losses.get()), (1, 1));
+    let fresh = ledger(&own.url(), &prefix, OnUnavailable::Deny, &metrics());
+    for d in &tickets[..20] {
+        assert_eq!(fresh.claim(d).await.expect("claim"), Claim::AlreadyClaimed);
+    }
+    assert_eq!(fresh.claim(&tickets[20]).await.expect("claim"), Claim::Won);
+    // Nothing lost since: the next tick counts nothing more.
+    a.count_consumed(&set).await.expect("tick");
+    assert_eq!(a.data_losses(), 1);
+}
+
+/// Each tick asks Redis whether it can lose marks: the test's Redis has no persistence; an
+/// evicting policy and AOF switched on while the service runs show on the next tick.
+#[tokio::test]
+async fn an_evicting_or_unpersisted_redis_is_reported() {
+    let own = OwnRedis::start();
+    let m = metrics();
+    let a = ledger(
+        &own.url(),
+        &testing::unique_prefix("risk"),
+        OnUnavailable::Deny,
+        &m,
+    );
+    let risk = |name: &str| m.ledger_redis_risk.with_label_values(&[name]).get();
+    a.count_consumed(&TicketSet::default()).await.expect("tick");
+    assert_eq!((risk("eviction"), risk("no_persistence")), (0, 1));
+    let admin = testing::client(&own.url(), "x:");
+    for (name, value) in [("maxmemory-policy", "volatile-lru"), ("appendonly", "yes")] {
+        admin
+            .call(|mut c| async move {
+                redis::cmd("CONFIG")
+                    .arg("SET")
+                    .arg(name)
+                    .arg(value)
+                    .query_async::<()>(&mut c)
+                    .await
+            })
+            .await
+            .expect("config set");
+    }
+    a.count_consumed(&TicketSet::default()).await.expect("tick");
+    assert_eq!((risk("eviction"), risk("no_persistence")), (1, 0));
+}
+
+/// `INFO` and `CONFIG` are optional: a user without them (a strict ACL, a managed Redis)
+/// ticks without opening the breaker or counting a permission failure.
+#[tokio::test]
+async fn a_redis_refusing_info_and_config_is_not_a_failure() {
+    let own = OwnRedis::start();
+    let admin = testing::client(&own.url(), "x:");
+    admin
+        .call(|mut c| async move {
+            redis::cmd("ACL")
+                .arg(
+                    &[
+                        "SETUSER",
+                        "ledger",
+                        "on",
+                        ">ledger-pw",
+                        "~*",
+                        "+@all",
+                        "-info",
+                        "-config",
+                    ][..],
+                )
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
+        .expect("acl");
+    let url = format!("redis://ledger:ledger-pw@127.0.0.1:{}", own.port);
+    let m = metrics();
+    let a = ledger(
+        &url,
+        &testing::unique_prefix("acl"),
+        OnUnavailable::Deny,
+        &m,
+    );
+    let (tickets, set) = numbered("acl", 3);
+    assert_eq!(a.claim(&tickets[0]).await.expect("claim"), Claim::Won);
+    assert_eq!(a.count_consumed(&set).await.expect("tick"), 1);
+    assert_eq!(a.count_consumed(&set).await.expect("tick"), 1);
+    let client = &a.inner.client;
+    assert!(client.available());
+    assert_eq!(
+        client
+            .metrics()
+            .errors
+            .with_label_values(&["permission"])
+            .get(),
+        0
+    );
+}
+
 #[test]
 fn picks_whichever_visits_fewer_keys() {
     assert_eq!(count_by(1_000_000, 5_000), CountBy::Scan);

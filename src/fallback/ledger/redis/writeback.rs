@@ -161,6 +161,10 @@ impl RedisLedger {
             }
             pending.remove(digest.as_bytes());
         }
+        inner
+            .metrics
+            .ledger_pending_claims
+            .set(super::gauge(pending.len()));
         Ok(())
     }
 
