@@ -277,8 +277,18 @@ fn redis_pool_with(
 async fn redis_size_follows_every_replica_after_a_reload_tick() {
     let (_dir, tickets) = tickets_file("t1\nt2\nt3\n");
     let prefix = testing::unique_prefix("pool-size");
-    let a = redis_pool(testing::SHARED_URL, &prefix, &tickets, OnUnavailable::Deny);
-    let b = redis_pool(testing::SHARED_URL, &prefix, &tickets, OnUnavailable::Deny);
+    let a = redis_pool(
+        &testing::shared_url(),
+        &prefix,
+        &tickets,
+        OnUnavailable::Deny,
+    );
+    let b = redis_pool(
+        &testing::shared_url(),
+        &prefix,
+        &tickets,
+        OnUnavailable::Deny,
+    );
     assert_eq!(a.take(&d("t1")).await, Take::Taken { remaining: 2 });
     assert_eq!(b.size(), 3, "b has not counted yet");
     assert_eq!(b.reload().await, ReloadResult::Unchanged);

@@ -135,7 +135,7 @@ mod tests {
         let prefix = testing::unique_prefix("limit");
         let m = metrics();
         let replicas: Vec<Limiter> = (0..3)
-            .map(|_| limiter(testing::SHARED_URL, &prefix, 40, &m))
+            .map(|_| limiter(&testing::shared_url(), &prefix, 40, &m))
             .collect();
         for n in 0..40 {
             assert!(replicas[n % 3].try_acquire("alice").await, "publish {n}");
@@ -156,7 +156,7 @@ mod tests {
     #[tokio::test]
     async fn refused_publishes_consume_nothing_and_the_rate_refills() {
         let prefix = testing::unique_prefix("refill");
-        let client = testing::client(testing::SHARED_URL, &prefix);
+        let client = testing::client(&testing::shared_url(), &prefix);
         // 1000/s: one publish per millisecond refills.
         let l = SharedLimiter::new(
             client,

@@ -5,8 +5,44 @@ use super::*;
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 
-/// The shared Redis the project's machines run.
-pub const SHARED_URL: &str = "redis://127.0.0.1:6379";
+/// A `redis-server` shared by the tests of this process (each uses its own key prefix),
+/// started on first use on a free port: no Redis has to be running beforehand. A static is
+/// never dropped, so a watchdog shell beside it stops it once this process is gone.
+pub fn shared_url() -> String {
+    static SHARED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            let port = TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            let script = format!(
+                "redis-server --port {port} --bind 127.0.0.1 --save '' --appendonly no --dir \"$TMPDIR_OR\" & \
+                 r=$!; while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill $r",
+                parent = std::process::id(),
+            );
+            Command::new("sh")
+                .arg("-c")
+                .arg(script)
+                .env("TMPDIR_OR", std::env::temp_dir())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start sh for the shared redis-server: {e}"));
+            for _ in 0..400 {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return format!("redis://127.0.0.1:{port}");
+                }
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            panic!(
+                "the shared redis-server on port {port} did not start listening; \
+                 install it with `apt-get install redis-server`"
+            );
+        })
+        .clone()
+}
 
 /// A key prefix no other test (or run) uses.
 pub fn unique_prefix(test: &str) -> String {

@@ -204,7 +204,7 @@ mod tests {
 
     fn redis_replica(prefix: &str) -> Ledger {
         Ledger::Redis(RedisLedger::new(
-            testing::client(testing::SHARED_URL, prefix),
+            testing::client(&testing::shared_url(), prefix),
             Duration::from_secs(86_400),
             OnUnavailable::Deny,
             metrics(),

@@ -15,7 +15,12 @@ fn ledger(url: &str, prefix: &str, on: OnUnavailable, m: &FallbackMetrics) -> Re
 
 /// A replica on the shared Redis that denies while Redis is away.
 fn shared(prefix: &str) -> RedisLedger {
-    ledger(testing::SHARED_URL, prefix, OnUnavailable::Deny, &metrics())
+    ledger(
+        &testing::shared_url(),
+        prefix,
+        OnUnavailable::Deny,
+        &metrics(),
+    )
 }
 
 /// `count` tickets named `<tag><n>`, and the set of them.
@@ -49,7 +54,12 @@ async fn drain(ledger: &RedisLedger) -> (usize, usize) {
 
 #[tokio::test]
 async fn keys_are_the_prefix_then_the_hex_digest() {
-    let l = ledger(testing::SHARED_URL, "pfx:", OnUnavailable::Deny, &metrics());
+    let l = ledger(
+        &testing::shared_url(),
+        "pfx:",
+        OnUnavailable::Deny,
+        &metrics(),
+    );
     let digest = TicketDigest::of(b"ticket");
     assert_eq!(
         l.key(&digest),
