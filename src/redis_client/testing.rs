@@ -21,6 +21,8 @@ pub fn shared_url() -> String {
                  r=$!; while kill -0 {parent} 2>/dev/null; do sleep 1; done; kill $r",
                 parent = std::process::id(),
             );
+            // Never waited for: it outlives every test of this process by design.
+            #[allow(clippy::zombie_processes)]
             Command::new("sh")
                 .arg("-c")
                 .arg(script)
