@@ -41,8 +41,11 @@ pub(super) fn build(
         ),
         None => None,
     };
-    if let Some(client) = &redis {
-        client.metrics().register(metrics.registry());
+    // Registered without Redis too, so the alerts and the dashboard find every series in the
+    // first scrape: no call fails and Redis is never reported unavailable.
+    match &redis {
+        Some(client) => client.metrics().register(metrics.registry()),
+        None => crate::redis_client::RedisMetrics::default().register(metrics.registry()),
     }
     let fallback_metrics = FallbackMetrics::new(metrics.registry());
     let ledger = Ledger::build(

@@ -109,7 +109,7 @@ impl Default for RedisMetrics {
             .expect("static metric definition"),
             available: IntGauge::new(
                 "realtime_redis_available",
-                "1 while calls go to Redis; 0 while it does not answer and one probe at a time asks it.",
+                "1 while calls go to Redis (always 1 without REDIS_URL); 0 while it does not answer and one probe at a time asks it.",
             )
             .expect("static metric definition"),
         };
